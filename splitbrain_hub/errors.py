@@ -1,0 +1,21 @@
+"""The package's exceptions: one hierarchy, so callers can catch ``SplitBrainError`` and nothing else.
+
+Every error says what it was given and what it expected ("expected X, got Y") and names the input.
+``InputError`` subclasses ``ValueError`` so code written against plain Python conventions still works.
+"""
+
+
+class SplitBrainError(Exception):
+    """Base class of every error raised on purpose by ``splitbrain_hub``."""
+
+
+class InputError(SplitBrainError, ValueError):
+    """A user-supplied image, tensor, array or argument is unusable (wrong shape, dtype, range, file...)."""
+
+
+class WeightsError(SplitBrainError):
+    """Pretrained weights are missing, unreadable, or do not match the model they are loaded into."""
+
+
+class ConversionError(SplitBrainError):
+    """A foreign checkpoint (e.g. a Caffe ``.caffemodel``) cannot be converted faithfully."""
