@@ -1,0 +1,22 @@
+"""torch.hub entry points: ``torch.hub.load('<owner>/splitbrain_hub', 'splitbrain_alexnet')``.
+
+Every public callable here is an entry point; its docstring is what ``torch.hub.help`` prints.
+"""
+dependencies = ['torch', 'timm', 'safetensors']
+
+
+def splitbrain_alexnet(pretrained: bool = True, **kwargs):
+    """Split-brain autoencoder AlexNet (Zhang, Isola, Efros, CVPR 2017), trained on Tiny ImageNet.
+
+    Two disjoint halves: the L half predicts ab (colorization), the ab half predicts L. Takes RGB in
+    [0, 1] (N, 3, H, W); features of conv1..conv5 via ``features_only=True`` or
+    ``forward_intermediates``; per-half predictions via ``forward_pretext``.
+
+    Args:
+        pretrained: load the released weights (shipped in the package; offline).
+        **kwargs: passed to ``timm.create_model`` (e.g. ``num_classes=10`` for fine-tuning,
+            ``features_only=True``, ``pretrained_cfg_overlay=dict(file='model.safetensors')``).
+    """
+    import timm
+    import splitbrain_hub  # noqa: F401  (registers the model with timm)
+    return timm.create_model('splitbrain_alexnet', pretrained=pretrained, **kwargs)

@@ -1,0 +1,476 @@
+"""Split-Brain Autoencoder AlexNet
+
+Paper: `Split-Brain Autoencoders: Unsupervised Learning by Cross-Channel Prediction`
+    - Richard Zhang, Phillip Isola, Alexei A. Efros, CVPR 2017 (https://arxiv.org/abs/1611.09842)
+
+The network is AlexNet cut in two along the channel axis. Each half is an ordinary dense AlexNet
+tower of half the width that sees only its own Lab channels: the ``l_half`` sees L and predicts ab
+(colorization), the ``ab_half`` sees a, b and predicts L (grayscale prediction). Their layer outputs
+concatenated are the representation (conv1..conv5 = 96, 256, 384, 384, 256 channels).
+
+Geometry follows the authors' released ``deploy_lab.prototxt`` so their weights can be imported:
+conv1 11x11 stride 4 without padding, fully convolutional fc6 (6x6, dilation 2, padding 5) and fc7
+(1x1). ``pool5`` keeps the conv5 grid (3x3, stride 1, padding 1) so the pretext predictions are dense
+on it (13x13 for a 227x227 input); ``pool5_stride=2`` gives the release's own pooling.
+
+The model takes ordinary RGB in [0, 1] (or greyscale with ``in_chans=1``) and converts it to Lab
+inside, then applies the release's ``data_lab`` layer: a fixed per-channel scale and shift (a 1x1
+convolution with group 3, kept as buffers). So timm's data config and transforms give correct input.
+
+Heads:
+  * timm's classification head (``forward_head``): fc6, fc7 per half (the pre-logits, 4096 wide),
+    global pool, linear classifier; ``num_classes=0`` leaves the pooled fc7 features.
+  * the pretext heads (``forward_pretext``): per half, a 1x1 convolution on its fc7 predicting its
+    target on the conv5 grid. They exist only when ``pretext`` names targets; the registered factory
+    adds the paper's pair when ``num_classes == 0`` (the self-supervised network), so a model built
+    for fine-tuning a classifier has no parameter outside its classification path.
+"""
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import ClassifierHead, get_device_dtype
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+from timm.models._pretrained import PretrainedCfg
+
+from ..color import _rgb_to_lab
+from ..errors import InputError, WeightsError
+from ..quantize import L_BIN_COUNT, ab_bin_count
+
+__all__ = ['SplitBrainAlexNet', 'PRETEXT_TARGETS', 'SPLIT_BRAIN_HALVES', 'SPLIT_BRAIN_PRETEXT']
+
+
+# --- architecture as data -------------------------------------------------------------------------
+
+# AlexNet's feature layers at full width: (name, out_chs, kernel, stride, padding, max pool after it).
+# A network of n halves gives each half out_chs // n channels.
+ALEXNET_CONVS: Tuple[Tuple[str, int, int, int, int, Optional[str]], ...] = (
+    ('conv1', 96, 11, 4, 0, 'pool1'),
+    ('conv2', 256, 5, 1, 2, 'pool2'),
+    ('conv3', 384, 3, 1, 1, None),
+    ('conv4', 384, 3, 1, 1, None),
+    ('conv5', 256, 3, 1, 1, 'pool5'),
+)
+# Fully convolutional fc layers: (name, out_chs, kernel, dilation, padding); both keep the grid.
+ALEXNET_FCS: Tuple[Tuple[str, int, int, int, int], ...] = (
+    ('fc6', 4096, 6, 2, 5),
+    ('fc7', 4096, 1, 1, 0),
+)
+FEATURE_REDUCTIONS = (4, 8, 16, 16, 16)  # stride of conv1..conv5 outputs w.r.t. the input
+
+# The paper's split: Lab channel indices each half sees.
+SPLIT_BRAIN_HALVES: Dict[str, List[int]] = {'l_half': [0], 'ab_half': [1, 2]}
+# The paper's (cl, cl) objective: what each half predicts.
+SPLIT_BRAIN_PRETEXT: Dict[str, str] = {'l_half': 'ab_cl', 'ab_half': 'l_cl'}
+# The release's data_lab layer as we train it: L in [0, 100] -> [-1, 1], ab / 110 -> about [-1, 1].
+DEFAULT_LAB_SCALE = (1 / 50, 1 / 110, 1 / 110)
+DEFAULT_LAB_SHIFT = (-1.0, 0.0, 0.0)
+
+
+@dataclass(frozen=True)
+class PretextTarget:
+    """What a pretext head predicts: some Lab channels, as a distribution over bins or as values.
+
+    Regression heads predict the channels divided by ``REGRESSION_SCALE`` (Lab units / 100).
+    """
+    channels: Tuple[int, ...]
+    classification: bool
+
+    @property
+    def out_chans(self) -> int:
+        if not self.classification:
+            return len(self.channels)
+        return ab_bin_count() if self.channels == (1, 2) else L_BIN_COUNT
+
+
+REGRESSION_SCALE = 100.0
+PRETEXT_TARGETS: Dict[str, PretextTarget] = {
+    'ab_cl': PretextTarget((1, 2), classification=True),
+    'ab_reg': PretextTarget((1, 2), classification=False),
+    'l_cl': PretextTarget((0,), classification=True),
+    'l_reg': PretextTarget((0,), classification=False),
+    'lab_reg': PretextTarget((0, 1, 2), classification=False),
+}
+
+
+# --- modules --------------------------------------------------------------------------------------
+
+class DataLab(nn.Module):
+    """RGB (or grey) in [0, 1] -> Lab -> per-channel ``scale * lab + shift``: the release's ``data_lab``.
+
+    ``weight`` (3, 1, 1, 1) and ``bias`` (3,) are buffers in the layout of Caffe's group-3 1x1
+    convolution, so imported weights drop in and no parameter is left without a gradient.
+    """
+
+    def __init__(self, in_chans: int = 3, device=None, dtype=None) -> None:
+        super().__init__()
+        if in_chans not in (1, 3):
+            raise InputError(f'in_chans: expected 1 (greyscale) or 3 (RGB), got {in_chans}')
+        self.in_chans = in_chans
+        dd = {'device': device, 'dtype': dtype}
+        self.register_buffer('weight', torch.tensor(DEFAULT_LAB_SCALE, **dd).reshape(3, 1, 1, 1))
+        self.register_buffer('bias', torch.tensor(DEFAULT_LAB_SHIFT, **dd))
+
+    def lab(self, x: torch.Tensor) -> torch.Tensor:
+        """Raw Lab (L in [0, 100]) of an RGB or greyscale batch; greyscale gets a = b = 0 exactly."""
+        if self.in_chans == 1:
+            lab = _rgb_to_lab(x.expand(-1, 3, -1, -1))
+            return torch.cat([lab[:, :1], torch.zeros_like(lab[:, 1:])], dim=1)
+        return _rgb_to_lab(x)
+
+    def normalize(self, lab: torch.Tensor) -> torch.Tensor:
+        return lab * self.weight.reshape(1, 3, 1, 1) + self.bias.reshape(1, 3, 1, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.normalize(self.lab(x))
+
+
+class ChannelSlice(nn.Module):
+    """Keeps channels [start, stop): how a half sees only its own inputs."""
+
+    def __init__(self, start: int, stop: int) -> None:
+        super().__init__()
+        self.start = start
+        self.stop = stop
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, self.start:self.stop]
+
+
+class Halves(nn.Module):
+    """One branch per half, each on its own slice of the input channels; outputs concatenated."""
+
+    def __init__(self, branches: Dict[str, nn.Module]) -> None:
+        super().__init__()
+        self.branches = nn.ModuleDict(branches)
+
+    def forward_each(self, x: torch.Tensor) -> List[torch.Tensor]:
+        return [branch(x) for branch in self.branches.values()]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat(self.forward_each(x), dim=1)
+
+
+def _contiguous_slice(name: str, channels: List[int]) -> Tuple[int, int]:
+    if not channels or list(channels) != list(range(channels[0], channels[0] + len(channels))):
+        raise InputError(f'halves[{name!r}]: expected a non-empty run of consecutive Lab channels, got {channels}')
+    if channels[0] < 0 or channels[-1] > 2:
+        raise InputError(f'halves[{name!r}]: expected Lab channel indices in 0..2, got {channels}')
+    return channels[0], channels[-1] + 1
+
+
+def _feature_tower(start: int, stop: int, divisor: int, pool5_stride: int, dd: Dict[str, Any]) -> nn.Sequential:
+    """conv1..pool5 of one half: AlexNet at 1/divisor of the width, on Lab channels [start, stop)."""
+    layers: List[Tuple[str, nn.Module]] = [('channels', ChannelSlice(start, stop))]
+    in_chs = stop - start
+    for name, out_chs, kernel, stride, padding, pool in ALEXNET_CONVS:
+        out_chs //= divisor
+        layers.append((name, nn.Conv2d(in_chs, out_chs, kernel, stride=stride, padding=padding, **dd)))
+        layers.append(('relu' + name[-1], nn.ReLU(inplace=True)))
+        if pool == 'pool5':
+            layers.append((pool, nn.MaxPool2d(3, stride=pool5_stride, padding=1 if pool5_stride == 1 else 0)))
+        elif pool is not None:
+            layers.append((pool, nn.MaxPool2d(3, stride=2)))
+        in_chs = out_chs
+    return nn.Sequential(OrderedDict(layers))
+
+
+def _fc_tower(index: int, divisor: int, drop_rate: float, dd: Dict[str, Any]) -> nn.Sequential:
+    """fc6, fc7 of half number ``index``: it reads that half's slice of the pool5 channels."""
+    in_chs = ALEXNET_CONVS[-1][1] // divisor
+    layers: List[Tuple[str, nn.Module]] = [('channels', ChannelSlice(index * in_chs, (index + 1) * in_chs))]
+    for name, out_chs, kernel, dilation, padding in ALEXNET_FCS:
+        out_chs //= divisor
+        layers.append((name, nn.Conv2d(in_chs, out_chs, kernel, dilation=dilation, padding=padding, **dd)))
+        layers.append(('relu' + name[-1], nn.ReLU(inplace=True)))
+        layers.append(('drop' + name[-1], nn.Dropout(drop_rate)))
+        in_chs = out_chs
+    return nn.Sequential(OrderedDict(layers))
+
+
+class SplitBrainAlexNet(nn.Module):
+    """AlexNet of one or more disjoint halves over Lab channels (the paper's split-brain autoencoder).
+
+    Args:
+        halves: half name -> the consecutive Lab channels it sees. The default is the paper's split
+            ``{'l_half': [0], 'ab_half': [1, 2]}``; ``{'lab': [0, 1, 2]}`` is an unsplit AlexNet.
+        pretext: half name -> target in ``PRETEXT_TARGETS`` its pretext head predicts; ``None`` or
+            ``{}`` builds no pretext head.
+        num_classes: classes of the linear classifier on pooled fc7 (0: none, output the features).
+        in_chans: 3 for RGB input, 1 for greyscale (the halves that see a, b then see zeros).
+        global_pool: timm pool type before the classifier.
+        drop_rate: dropout after fc6 and fc7 and before the classifier.
+        pool5_stride: 1 keeps the conv5 grid (dense predictions); 2 is the Caffe release's pool5.
+    """
+
+    def __init__(
+            self,
+            halves: Optional[Dict[str, List[int]]] = None,
+            pretext: Optional[Dict[str, str]] = None,
+            num_classes: int = 0,
+            in_chans: int = 3,
+            global_pool: str = 'avg',
+            drop_rate: float = 0.,
+            pool5_stride: int = 1,
+            device=None,
+            dtype=None,
+    ) -> None:
+        super().__init__()
+        dd = {'device': device, 'dtype': dtype}
+        halves = dict(SPLIT_BRAIN_HALVES if halves is None else halves)
+        pretext = dict(pretext or {})
+        if not halves:
+            raise InputError('halves: expected at least one half, got none')
+        if pool5_stride not in (1, 2):
+            raise InputError(f'pool5_stride: expected 1 or 2, got {pool5_stride}')
+        unknown = {name: target for name, target in pretext.items()
+                   if name not in halves or target not in PRETEXT_TARGETS}
+        if unknown:
+            raise InputError(
+                f'pretext: expected half names from {sorted(halves)} mapped to targets from '
+                f'{sorted(PRETEXT_TARGETS)}, got {unknown}')
+        divisor = len(halves)
+        if any(chs % divisor for _, chs, *_ in ALEXNET_CONVS + ALEXNET_FCS):
+            raise InputError(f'halves: AlexNet widths do not split into {divisor} equal halves')
+
+        self.halves = {name: list(channels) for name, channels in halves.items()}
+        self.pretext_targets = pretext
+        self.num_classes = num_classes
+        self.in_chans = in_chans
+        self.drop_rate = drop_rate
+        self.pool5_stride = pool5_stride
+        self.grad_checkpointing = False
+
+        self.data_lab = DataLab(in_chans, **dd)
+        self.features = Halves({
+            name: _feature_tower(*_contiguous_slice(name, channels), divisor, pool5_stride, dd)
+            for name, channels in halves.items()
+        })
+        self.pre_logits = Halves({name: _fc_tower(i, divisor, drop_rate, dd) for i, name in enumerate(halves)})
+        self.pretext = nn.ModuleDict({
+            name: nn.Conv2d(ALEXNET_FCS[-1][1] // divisor, PRETEXT_TARGETS[target].out_chans, 1, **dd)
+            for name, target in pretext.items()
+        })
+        self.num_features = ALEXNET_CONVS[-1][1]
+        self.head_hidden_size = ALEXNET_FCS[-1][1]
+        self.head = ClassifierHead(self.head_hidden_size, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
+        # Taps are the conv outputs after ReLU, as the paper's linear probes read them.
+        layer_names = list(next(iter(self.features.branches.values()))._modules)
+        self.feature_ends = [layer_names.index('relu' + conv[0][-1]) for conv in ALEXNET_CONVS]
+        self.feature_info = [
+            dict(num_chs=chs, reduction=reduction, module=name)
+            for (name, chs, *_), reduction in zip(ALEXNET_CONVS, FEATURE_REDUCTIONS)
+        ]
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.kaiming_normal_(module.weight, mode='fan_in', nonlinearity='relu')
+                nn.init.zeros_(module.bias)
+        for head in self.pretext.values():
+            nn.init.normal_(head.weight, std=0.01)
+        if isinstance(self.head.fc, nn.Linear):
+            nn.init.normal_(self.head.fc.weight, std=0.01)
+            nn.init.zeros_(self.head.fc.bias)
+
+    @torch.jit.ignore
+    def config(self) -> Dict[str, Any]:
+        """The constructor arguments (JSON-friendly): what ``config.json`` stores as ``model_args``."""
+        return dict(
+            halves=self.halves, pretext=self.pretext_targets, num_classes=self.num_classes,
+            in_chans=self.in_chans, global_pool=self.head.global_pool.pool_type, drop_rate=self.drop_rate,
+            pool5_stride=self.pool5_stride,
+        )
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(stem=r'^features\.branches\.\w+\.conv1', blocks=r'^features\.branches\.\w+\.conv(\d+)')
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        if enable:
+            raise NotImplementedError('gradient checkpointing is not supported: AlexNet is small')
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool, **get_device_dtype(self))
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """conv1..conv5 (after ReLU, halves concatenated) and optionally the final features.
+
+        Args:
+            x: RGB (or greyscale) input in [0, 1], (N, in_chans, H, W).
+            indices: last n taps if int, all if None, else the tap indices (0 = conv1).
+            norm, stop_early: timm API; there is no final norm, and every layer runs unless
+                ``intermediates_only`` (then layers past the last tap are skipped).
+            output_fmt: only 'NCHW'.
+        """
+        if output_fmt != 'NCHW':
+            raise InputError(f"output_fmt: expected 'NCHW', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.feature_ends), indices)
+        last_layer = self.feature_ends[max_index] if intermediates_only else -1
+        lab = self.data_lab(x)
+        taps: List[List[torch.Tensor]] = [[] for _ in take_indices]
+        finals: List[torch.Tensor] = []
+        for branch in self.features.branches.values():
+            y = lab
+            tap = 0
+            for i, layer in enumerate(branch):
+                y = layer(y)
+                if tap < len(self.feature_ends) and i == self.feature_ends[tap]:
+                    if tap in take_indices:
+                        taps[take_indices.index(tap)].append(y)
+                    tap += 1
+                if i == last_layer:
+                    break
+            finals.append(y)
+        intermediates = [torch.cat(per_half, dim=1) for per_half in taps]
+        if intermediates_only:
+            return intermediates
+        return torch.cat(finals, dim=1), intermediates
+
+    def prune_intermediate_layers(
+            self,
+            indices: Union[int, List[int]] = 1,
+            prune_norm: bool = False,
+            prune_head: bool = True,
+    ) -> List[int]:
+        """Drop the layers past the last kept tap (and the heads), as timm's ``features_only`` does."""
+        take_indices, max_index = feature_take_indices(len(self.feature_ends), indices)
+        prune_end = max_index < len(self.feature_ends) - 1
+        for branch in self.features.branches.values():
+            while len(branch) > self.feature_ends[max_index] + 1:
+                del branch[len(branch) - 1]
+        if prune_end:
+            self.num_features = self.feature_info[max_index]['num_chs']
+        if prune_head or prune_end:
+            self.pre_logits = nn.Identity()
+            self.pretext = nn.ModuleDict()
+            self.pretext_targets = {}
+            self.head_hidden_size = self.num_features
+            self.head = ClassifierHead(self.num_features, 0, pool_type='', **get_device_dtype(self))
+            self.head.train(self.training)
+            self.num_classes = 0
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """pool5 of all halves: (N, 256, h, w), the conv5 grid (13x13 for 227x227 input)."""
+        return self.features(self.data_lab(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.pre_logits(x)
+        return self.head(x, pre_logits=True) if pre_logits else self.head(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+    def forward_pretext(self, x: torch.Tensor, is_lab: bool = False) -> Dict[str, torch.Tensor]:
+        """Each pretext head's raw output on the conv5 grid: logits for ``*_cl``, values for ``*_reg``.
+
+        Args:
+            x: RGB (or greyscale) in [0, 1], or with ``is_lab=True`` raw Lab (L in [0, 100]) (N, 3, H, W).
+        Returns:
+            half name -> (N, out_chans, h, w), h x w the conv5 grid.
+        """
+        lab = self.data_lab.normalize(x) if is_lab else self.data_lab(x)
+        pooled = self.features(lab)
+        outputs: Dict[str, torch.Tensor] = {}
+        for name, fc_tower in self.pre_logits.branches.items():
+            if name in self.pretext:
+                outputs[name] = self.pretext[name](fc_tower(pooled))
+        return outputs
+
+
+# --- checkpoints ----------------------------------------------------------------------------------
+
+def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: SplitBrainAlexNet) -> Dict[str, torch.Tensor]:
+    """Fit a checkpoint of this architecture to ``model``, saying exactly which keys do not fit.
+
+    Pretext heads in the checkpoint are dropped when the model has none (a classifier built for
+    fine-tuning); a missing or differently sized classifier is timm's to handle (it re-initialises it).
+    Anything else that is missing, unexpected or of another shape is an error, never skipped.
+    """
+    expected = model.state_dict()
+    out = {k: v for k, v in state_dict.items() if not (k.startswith('pretext.') and len(model.pretext) == 0)}
+    classifier = ('head.fc.weight', 'head.fc.bias')
+    missing = sorted(k for k in expected if k not in out and k not in classifier)
+    unexpected = sorted(k for k in out if k not in expected and k not in classifier)
+    wrong_shape = sorted(
+        f'{k}: checkpoint {tuple(out[k].shape)}, model {tuple(expected[k].shape)}'
+        for k in out if k in expected and k not in classifier and out[k].shape != expected[k].shape)
+    if missing or unexpected or wrong_shape:
+        raise WeightsError(
+            'checkpoint does not fit SplitBrainAlexNet'
+            f'({model.config()}): missing {missing}, unexpected {unexpected}, wrong shape {wrong_shape}')
+    return out
+
+
+def _create_splitbrain_alexnet(variant: str, pretrained: bool = False, **kwargs: Any) -> SplitBrainAlexNet:
+    # Imported here: weights.py imports this module for config round trips.
+    from ..weights import resolve_pretrained_cfg_file
+    if pretrained:
+        kwargs['pretrained_cfg'] = resolve_pretrained_cfg_file(
+            variant, kwargs.pop('pretrained_cfg', None), kwargs.pop('pretrained_cfg_overlay', None))
+    out_indices = kwargs.pop('out_indices', (0, 1, 2, 3, 4))
+    return build_model_with_cfg(
+        SplitBrainAlexNet,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls='getter', out_indices=out_indices),
+        **kwargs,
+    )
+
+
+def _cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
+    return {
+        'url': url, 'num_classes': 0, 'input_size': (3, 227, 227), 'pool_size': (13, 13),
+        'min_input_size': (3, 96, 96), 'crop_pct': 1.0, 'interpolation': 'bilinear',
+        # The model converts RGB in [0, 1] to Lab itself: timm's transforms must not normalise.
+        'mean': (0., 0., 0.), 'std': (1., 1., 1.),
+        'first_conv': 'data_lab', 'classifier': 'head.fc',
+        'license': 'mit',
+        **kwargs,
+    }
+
+
+default_cfgs = generate_default_cfgs({
+    # Trained by training/train.py on Tiny ImageNet train (64x64 photos upsampled to 128), see MODEL_CARD.md.
+    'splitbrain_alexnet.tinyimagenet_128': _cfg(
+        hf_hub_id='splitbrain-hub/splitbrain_alexnet.tinyimagenet_128',
+        input_size=(3, 128, 128), pool_size=(6, 6),
+    ),
+    'alexnet_lab.untrained': _cfg(),
+})
+
+
+@register_model
+def splitbrain_alexnet(pretrained: bool = False, **kwargs: Any) -> SplitBrainAlexNet:
+    """Split-brain autoencoder AlexNet: L half -> ab (cl), ab half -> L (cl); the paper's (cl, cl) network."""
+    pretext = SPLIT_BRAIN_PRETEXT if kwargs.get('num_classes', 0) == 0 else {}
+    model_args = dict(halves=SPLIT_BRAIN_HALVES, pretext=pretext)
+    return _create_splitbrain_alexnet('splitbrain_alexnet', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def alexnet_lab(pretrained: bool = False, **kwargs: Any) -> SplitBrainAlexNet:
+    """Unsplit AlexNet of the same total widths on Lab: the paper's single-network ablations."""
+    model_args = dict(halves={'lab': [0, 1, 2]})
+    return _create_splitbrain_alexnet('alexnet_lab', pretrained, **dict(model_args, **kwargs))

@@ -1,0 +1,154 @@
+"""SplitBrainAlexNet: shapes, the split, parameter count, timm API, config round trip."""
+import json
+
+import pytest
+import timm
+import torch
+import torch.nn as nn
+
+import splitbrain_hub  # noqa: F401  (registers the models)
+from splitbrain_hub import InputError, SplitBrainAlexNet
+from splitbrain_hub.quantize import L_BIN_COUNT, ab_bin_count
+
+
+def _conv_params(out_chs, in_chs, kernel):
+    return out_chs * in_chs * kernel * kernel + out_chs
+
+
+def _half_params(in_chs):
+    # The paper's widths halved: conv1..conv5 = 48, 128, 192, 192, 128; fc6, fc7 = 2048.
+    return (_conv_params(48, in_chs, 11) + _conv_params(128, 48, 5) + _conv_params(192, 128, 3)
+            + _conv_params(192, 192, 3) + _conv_params(128, 192, 3)
+            + _conv_params(2048, 128, 6) + _conv_params(2048, 2048, 1))
+
+
+def test_parameter_count_is_analytic():
+    model = timm.create_model('splitbrain_alexnet')
+    pretext = _conv_params(ab_bin_count(), 2048, 1) + _conv_params(L_BIN_COUNT, 2048, 1)
+    expected = _half_params(1) + _half_params(2) + pretext
+    assert sum(p.numel() for p in model.parameters()) == expected
+    classifier = timm.create_model('splitbrain_alexnet', num_classes=10)
+    assert sum(p.numel() for p in classifier.parameters()) == _half_params(1) + _half_params(2) + 4096 * 10 + 10
+
+
+@pytest.mark.parametrize('size, grid', [(227, 13), (128, 6), (96, 4)])
+def test_shapes(size, grid):
+    model = timm.create_model('splitbrain_alexnet').eval()
+    x = torch.rand(2, 3, size, size)
+    with torch.no_grad():
+        assert model.forward_features(x).shape == (2, 256, grid, grid)
+        assert model(x).shape == (2, 4096)
+        outputs = model.forward_pretext(x)
+    assert outputs['l_half'].shape == (2, ab_bin_count(), grid, grid)
+    assert outputs['ab_half'].shape == (2, L_BIN_COUNT, grid, grid)
+
+
+def test_features_only():
+    model = timm.create_model('splitbrain_alexnet', features_only=True).eval()
+    assert model.feature_info.channels() == [96, 256, 384, 384, 256]
+    with torch.no_grad():
+        outputs = model(torch.rand(1, 3, 227, 227))
+    assert [tuple(o.shape[1:]) for o in outputs] == [(96, 55, 55), (256, 27, 27), (384, 13, 13), (384, 13, 13),
+                                                      (256, 13, 13)]
+    assert all(o.min() >= 0 for o in outputs), 'taps are after ReLU'
+
+
+class _PassLab(nn.Identity):
+    def normalize(self, lab):
+        return lab
+
+
+@pytest.mark.parametrize('perturbed, unaffected', [('ab', 'l_half'), ('l', 'ab_half')])
+def test_halves_are_disjoint(perturbed, unaffected):
+    """Changing one half's input channels moves none of the other half's features, at any layer."""
+    torch.manual_seed(0)
+    model = timm.create_model('splitbrain_alexnet').eval()
+    model.data_lab = _PassLab()  # feed normalised Lab directly, so each channel can be changed alone
+    lab = torch.randn(2, 3, 128, 128)
+    other = lab.clone()
+    if perturbed == 'ab':
+        other[:, 1:] = torch.randn_like(other[:, 1:])
+    else:
+        other[:, :1] = torch.randn_like(other[:, :1])
+    index = list(model.halves).index(unaffected)
+    with torch.no_grad():
+        final_a, taps_a = model.forward_intermediates(lab)
+        final_b, taps_b = model.forward_intermediates(other)
+        pretext_a, pretext_b = model.forward_pretext(lab, is_lab=True), model.forward_pretext(other, is_lab=True)
+    for tap_a, tap_b in zip(taps_a + [final_a], taps_b + [final_b]):
+        width = tap_a.shape[1] // 2
+        mine = slice(index * width, (index + 1) * width)
+        theirs = slice((1 - index) * width, (2 - index) * width)
+        torch.testing.assert_close(tap_a[:, mine], tap_b[:, mine], rtol=0, atol=0)
+        assert not torch.allclose(tap_a[:, theirs], tap_b[:, theirs]), 'the perturbed half should move'
+    torch.testing.assert_close(pretext_a[unaffected], pretext_b[unaffected], rtol=0, atol=0)
+
+
+def test_greyscale_input():
+    model = timm.create_model('splitbrain_alexnet', in_chans=1).eval()
+    rgb_model = timm.create_model('splitbrain_alexnet').eval()
+    rgb_model.load_state_dict(model.state_dict())
+    grey = torch.rand(1, 1, 128, 128)
+    with torch.no_grad():
+        from_grey = model.forward_pretext(grey)['l_half']
+        from_rgb = rgb_model.forward_pretext(grey.expand(-1, 3, -1, -1))['l_half']
+    torch.testing.assert_close(from_grey, from_rgb, rtol=1e-4, atol=1e-4)
+
+
+def test_classifier_api():
+    model = timm.create_model('splitbrain_alexnet', num_classes=7)
+    assert not model.pretext, 'a classifier for fine-tuning carries no pretext heads'
+    x = torch.rand(2, 3, 128, 128)
+    assert model(x).shape == (2, 7)
+    assert model.forward_head(model.forward_features(x), pre_logits=True).shape == (2, 4096)
+    model.reset_classifier(0)
+    assert model(x).shape == (2, 4096)
+    model.reset_classifier(0, '')
+    assert model(x).shape == (2, 4096, 6, 6)
+    model.reset_classifier(3, 'avg')
+    assert model(x).shape == (2, 3)
+
+
+def test_every_parameter_gets_a_gradient_when_classifying():
+    model = timm.create_model('splitbrain_alexnet', num_classes=42).train()
+    model(torch.rand(2, 3, 128, 128)).mean().backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+
+
+def test_unsplit_variant():
+    model = timm.create_model('alexnet_lab', pretext={'lab': 'lab_reg'})
+    assert list(model.halves) == ['lab']
+    assert model.features.branches['lab'].conv1.weight.shape == (96, 3, 11, 11)
+    assert model.forward_pretext(torch.rand(1, 3, 128, 128))['lab'].shape == (1, 3, 6, 6)
+
+
+def test_torchscript():
+    model = timm.create_model('splitbrain_alexnet', num_classes=5).eval()
+    x = torch.rand(1, 3, 128, 128)
+    scripted = torch.jit.script(model)
+    torch.testing.assert_close(scripted(x), model(x))
+
+
+def test_config_round_trips_through_json():
+    model = timm.create_model('splitbrain_alexnet', pool5_stride=2, drop_rate=0.1)
+    config = json.loads(json.dumps(model.config()))
+    assert SplitBrainAlexNet(**config).config() == model.config()
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(halves={'l_half': [0, 2]}), 'consecutive'),
+    (dict(halves={'x': [3]}), '0..2'),
+    (dict(pretext={'nope': 'ab_cl'}), 'pretext'),
+    (dict(pretext={'l_half': 'rgb_cl'}), 'pretext'),
+    (dict(pool5_stride=3), 'pool5_stride'),
+    (dict(in_chans=2), 'in_chans'),
+])
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        SplitBrainAlexNet(**kwargs)
+
+
+def test_release_pooling_geometry():
+    model = timm.create_model('splitbrain_alexnet', pool5_stride=2).eval()
+    with torch.no_grad():
+        assert model.forward_features(torch.rand(1, 3, 227, 227)).shape == (1, 256, 6, 6)
