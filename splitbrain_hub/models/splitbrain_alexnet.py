@@ -445,8 +445,8 @@ def _cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
         'min_input_size': (3, 96, 96), 'crop_pct': 1.0, 'interpolation': 'bilinear',
         # The model converts RGB in [0, 1] to Lab itself: timm's transforms must not normalise.
         'mean': (0., 0., 0.), 'std': (1., 1., 1.),
-        'first_conv': 'data_lab', 'classifier': 'head.fc',
-        'license': 'mit',
+        'first_conv': 'data_lab', 'classifier': 'head.fc', 'paper_ids': 'arXiv:1611.09842',
+        'paper_name': 'Split-Brain Autoencoders: Unsupervised Learning by Cross-Channel Prediction',
         **kwargs,
     }
 
@@ -456,6 +456,8 @@ default_cfgs = generate_default_cfgs({
     'splitbrain_alexnet.tinyimagenet_128': _cfg(
         hf_hub_id='splitbrain-hub/splitbrain_alexnet.tinyimagenet_128',
         input_size=(3, 128, 128), pool_size=(6, 6),
+        # Trained on ImageNet-derived photos: the ImageNet terms (non-commercial research) apply.
+        license='other', notes=('Tiny ImageNet (tiny-imagenet-200) train split, 64x64 photos upsampled to 128',),
     ),
     'alexnet_lab.untrained': _cfg(),
 })
