@@ -1,0 +1,60 @@
+"""``splitbrain-hub serve``: its arguments and how it starts uvicorn (imported by ``cli.py``).
+
+Only argparse here at import time: the web stack (FastAPI, uvicorn) is the optional ``serve`` extra and
+is imported when the command runs, so the rest of the CLI works without it.
+"""
+import argparse
+import dataclasses
+import os
+
+from ..errors import SplitBrainError
+from .config import CONFIG_ENV, ServeConfig
+
+__all__ = ['add_arguments', 'run']
+
+_DEFAULTS = ServeConfig()
+# (option, type, help) for the tunable limits; the option name is the config field's.
+_LIMITS = (
+    ('max_upload_bytes', int, 'largest request body in bytes'),
+    ('max_pixels', int, 'largest image in pixels (decompression-bomb guard)'),
+    ('max_batch', int, 'most images per forward pass'),
+    ('max_wait_ms', float, 'longest wait for more images to batch with'),
+    ('max_queue', int, 'most images waiting; beyond it 503 + Retry-After'),
+    ('max_size', int, 'largest network input side a request may ask for'),
+    ('request_timeout_s', float, 'bound on receiving an upload, and on waiting for its result'),
+    ('drain_timeout_s', float, 'how long SIGTERM waits for in-flight requests'),
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('--host', default=_DEFAULTS.host, help=f'address to listen on (default {_DEFAULTS.host})')
+    parser.add_argument('--port', type=int, default=_DEFAULTS.port, help=f'default {_DEFAULTS.port}')
+    parser.add_argument('--workers', type=int, default=_DEFAULTS.workers,
+                        help='server processes, each with its own model copy (default 1)')
+    parser.add_argument('--weights', metavar='PATH',
+                        help='a save_pretrained folder or .safetensors file (default: the pretrained model)')
+    parser.add_argument('--device', help='cpu, cuda, cuda:N or mps (default: cuda, then mps, then cpu)')
+    for name, kind, text in _LIMITS:
+        parser.add_argument('--' + name.replace('_', '-'), type=kind, default=getattr(_DEFAULTS, name),
+                            help=f'{text} (default {getattr(_DEFAULTS, name)})')
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn
+        import fastapi  # noqa: F401  (checked here so the message below names the extra)
+        import multipart  # noqa: F401
+    except ImportError as e:
+        raise SplitBrainError(f"serve: needs the optional web stack ({e.name} is missing): "
+                              "pip install 'splitbrain-hub[serve]'") from e
+    config = ServeConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(ServeConfig)})
+    if config.workers < 1:
+        raise SplitBrainError(f'--workers: expected an integer >= 1, got {config.workers}')
+    if config.weights is not None and not os.path.exists(config.weights):
+        raise SplitBrainError(f'--weights {config.weights}: expected a save_pretrained folder or .safetensors file, '
+                              'but it does not exist')
+    # Worker processes import the app factory; the settings reach them through the environment.
+    os.environ[CONFIG_ENV] = config.to_json()
+    uvicorn.run('splitbrain_hub.serve.app:app_from_env', factory=True, host=config.host, port=config.port,
+                workers=config.workers, timeout_graceful_shutdown=config.drain_timeout_s, log_level='info')
+    return 0
