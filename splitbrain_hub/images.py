@@ -1,0 +1,264 @@
+"""Reading user images: paths, PIL images, numpy arrays and torch tensors in, validated pixels out.
+
+Everything a user may hand to ``colorize`` is turned into one thing, an ``ImageBatch``: float pixels in
+[0, 1] of shape (N, C, H, W) with C = 1 (grey) or 3 (RGB), the alpha channel kept aside, and a note of
+what kind of object came in, so ``to_output`` can hand the result back as that same kind.
+
+Anything unusable raises ``InputError`` naming the input and the problem ("<what>: expected X, got Y")
+before a pixel reaches the network. Files are decoded defensively: Pillow's decompression-bomb limit
+(``PIL.Image.MAX_IMAGE_PIXELS``) is enforced, not just warned about, and every decoder failure
+(truncated, corrupt, not an image) becomes an ``InputError``.
+"""
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, List, Optional, Sequence, Union
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .errors import InputError
+
+__all__ = ['ImageBatch', 'MIN_SIDE', 'read_image', 'load_batch', 'load_batches', 'to_output']
+
+ImageInput = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
+
+# A side of 0 or 1 pixel has no neighbourhood for the network to read: refused.
+MIN_SIDE = 2
+
+# Pillow modes converted to one the array path understands (L, LA, RGB, RGBA, I;16, F). 'P' is
+# handled apart: it becomes RGBA only when the palette has transparency.
+_PIL_CONVERSIONS = {
+    '1': 'L', 'PA': 'RGBA', 'La': 'LA', 'RGBa': 'RGBA', 'RGBX': 'RGB', 'CMYK': 'RGB', 'YCbCr': 'RGB',
+    'LAB': 'RGB', 'HSV': 'RGB', 'I;16B': 'I;16', 'I;16L': 'I;16', 'I;16N': 'I;16',
+}
+_PIL_MODES_KEPT = ('L', 'LA', 'RGB', 'RGBA', 'I;16', 'I', 'F')
+# Integer dtypes and the value that means "white".
+_INTEGER_MAX = {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}
+_TENSOR_INTEGER_MAX = {torch.uint8: 255, torch.uint16: 65535}
+# Channels-last count -> (colour channels, has alpha).
+_CHANNEL_LAYOUTS = {1: (1, False), 2: (1, True), 3: (3, False), 4: (3, True)}
+
+
+@dataclass
+class ImageBatch:
+    """Validated pixels of one input, and how to give a result back in the input's own kind.
+
+    Attributes:
+        pixels: (N, C, H, W) float32 in [0, 1]; C = 1 (grey) or 3 (RGB).
+        alpha: (N, 1, H, W) float32 in [0, 1], or None.
+        name: how error messages and reports name the input (a path, ``image[2]``...).
+        kind: 'pil' (PIL in, or a path), 'array' or 'tensor'.
+        dtype: the numpy or torch dtype of an array or tensor input (results come back in it).
+        device: the device of a tensor input.
+        batched: a tensor input had a batch dimension (NCHW) / an array had one (NHWC is not accepted).
+        squeeze_channels: an HxW array came in: a one-channel result goes back as HxW.
+    """
+    pixels: torch.Tensor
+    alpha: Optional[torch.Tensor]
+    name: str
+    kind: str
+    dtype: Any = None
+    device: Optional[torch.device] = None
+    batched: bool = False
+    squeeze_channels: bool = False
+
+    @property
+    def size(self):
+        return tuple(self.pixels.shape[-2:])
+
+
+# --- files ----------------------------------------------------------------------------------------
+
+def read_image(path: Union[str, Path]) -> Image.Image:
+    """Open, check and fully decode an image file, turned upright by its EXIF orientation.
+
+    Raises:
+        InputError: missing path, a directory, an empty file, not an image, truncated or corrupt
+            data, a side under ``MIN_SIDE``, or more pixels than ``PIL.Image.MAX_IMAGE_PIXELS``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f'{path}: expected an image file, but no such file exists')
+    if path.is_dir():
+        raise InputError(f'{path}: expected an image file, got a directory')
+    if path.stat().st_size == 0:
+        raise InputError(f'{path}: expected an image file, got an empty (0-byte) file')
+    try:
+        image = Image.open(path)
+    except Image.DecompressionBombError as e:
+        raise InputError(f'{path}: refused as a possible decompression bomb ({e}); {_how_to_raise_limit()}') from e
+    except UnidentifiedImageError as e:
+        raise InputError(f'{path}: expected an image file Pillow can read (JPEG, PNG, ...), '
+                         'got data it cannot identify') from e
+    except OSError as e:
+        raise InputError(f'{path}: cannot be read ({e})') from e
+    with image:
+        width, height = image.size
+        _check_side(str(path), width, height)
+        limit = Image.MAX_IMAGE_PIXELS
+        if limit is not None and width * height > limit:
+            raise InputError(
+                f'{path}: image is {width}x{height} = {width * height:,} pixels, more than the '
+                f'decompression-bomb limit of {limit:,} pixels; {_how_to_raise_limit()}')
+        try:
+            image.load()
+            # transpose() makes a new, fully decoded image, so closing the file above is safe.
+            return ImageOps.exif_transpose(image)
+        except Exception as e:  # Pillow's decoders raise many types (OSError, ValueError, SyntaxError...)
+            raise InputError(f'{path}: truncated or corrupt image data ({type(e).__name__}: {e})') from e
+
+
+def _how_to_raise_limit() -> str:
+    return ('if you trust the file, raise the limit: PIL.Image.MAX_IMAGE_PIXELS = <pixels> '
+            '(None disables it), or the CLI option --max-pixels')
+
+
+def _check_side(name: str, width: int, height: int) -> None:
+    if width < MIN_SIDE or height < MIN_SIDE:
+        raise InputError(f'{name}: expected width and height of at least {MIN_SIDE} pixels, got {width}x{height}')
+
+
+# --- PIL images -----------------------------------------------------------------------------------
+
+def _pil_to_array(image: Image.Image, name: str) -> np.ndarray:
+    """A PIL image as an HxW or HxWxC array of the dtype its mode stores (uint8, uint16, float32)."""
+    mode = image.mode
+    if mode == 'P':
+        target = 'RGBA' if 'transparency' in image.info else 'RGB'
+    else:
+        target = _PIL_CONVERSIONS.get(mode, mode)
+    try:
+        image = image.convert(target) if target != mode else image
+    except ValueError as e:  # a conversion Pillow does not have
+        raise InputError(f'{name}: cannot convert PIL mode {mode!r} to {target!r} ({e})') from e
+    if image.mode not in _PIL_MODES_KEPT:
+        raise InputError(f'{name}: expected a PIL image of mode L, LA, P, RGB, RGBA, CMYK or I;16, got {mode!r}')
+    array = np.asarray(image)
+    if image.mode == 'I':  # 32-bit integers: what older Pillow gives for 16-bit PNG
+        if array.size and (array.min() < 0 or array.max() > 65535):
+            raise InputError(f'{name}: expected mode I values in [0, 65535], got [{array.min()}, {array.max()}]')
+        array = array.astype(np.uint16)
+    return array
+
+
+# --- arrays and tensors ---------------------------------------------------------------------------
+
+def _array_to_batch(array: np.ndarray, name: str, kind: str) -> ImageBatch:
+    """An HxW or HxWxC array (C = 1..4) of uint8, uint16 or floats in [0, 1] -> a one-image batch."""
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in _CHANNEL_LAYOUTS):
+        raise InputError(f'{name}: expected an HxW or HxWxC array with C = 1, 2, 3 or 4 (channels last), '
+                         f'got shape {array.shape}')
+    if not array.flags.writeable:  # e.g. np.asarray(PIL image): torch wants memory it may write
+        array = array.copy()
+    squeeze = array.ndim == 2
+    if squeeze:
+        array = array[:, :, None]
+    _check_side(name, array.shape[1], array.shape[0])
+    if array.dtype in _INTEGER_MAX:
+        # uint16 has no torch arithmetic everywhere: widen before the tensor is made.
+        source = array.astype(np.int32) if array.dtype == np.uint16 else array
+        tensor = torch.from_numpy(np.ascontiguousarray(source)).permute(2, 0, 1)[None]
+        pixels = tensor.to(torch.float32) / _INTEGER_MAX[array.dtype]
+    elif array.dtype.kind == 'f':
+        pixels = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)[None].to(torch.float32)
+        _check_unit_range(pixels, name)
+    else:
+        raise InputError(f'{name}: expected dtype uint8, uint16 or floating point in [0, 1], got {array.dtype}')
+    batch = _split_alpha(pixels, name, kind)
+    batch.dtype = array.dtype
+    batch.squeeze_channels = squeeze
+    return batch
+
+
+def _tensor_to_batch(tensor: torch.Tensor, name: str) -> ImageBatch:
+    """A CHW or NCHW tensor (C = 1..4) of uint8 or floats in [0, 1] -> a batch, on the tensor's device."""
+    if tensor.ndim not in (3, 4) or tensor.shape[-3] not in _CHANNEL_LAYOUTS:
+        raise InputError(f'{name}: expected a CxHxW or NxCxHxW tensor with C = 1, 2, 3 or 4, '
+                         f'got shape {tuple(tensor.shape)}')
+    if tensor.ndim == 4 and tensor.shape[0] == 0:
+        raise InputError(f'{name}: expected at least one image in the batch, got shape {tuple(tensor.shape)}')
+    _check_side(name, tensor.shape[-1], tensor.shape[-2])
+    batched = tensor.ndim == 4
+    pixels = tensor if batched else tensor[None]
+    if tensor.dtype in _TENSOR_INTEGER_MAX:
+        pixels = pixels.to(torch.float32) / _TENSOR_INTEGER_MAX[tensor.dtype]
+    elif tensor.is_floating_point():
+        pixels = pixels.detach().to(torch.float32)
+        _check_unit_range(pixels, name)
+    else:
+        raise InputError(f'{name}: expected dtype uint8 or floating point in [0, 1], got {tensor.dtype}')
+    batch = _split_alpha(pixels, name, 'tensor')
+    batch.dtype, batch.device, batch.batched = tensor.dtype, tensor.device, batched
+    return batch
+
+
+def _check_unit_range(pixels: torch.Tensor, name: str) -> None:
+    if not torch.isfinite(pixels).all():
+        raise InputError(f'{name}: expected finite values in [0, 1], got NaN or infinity')
+    low, high = pixels.min().item(), pixels.max().item()
+    if low < 0 or high > 1:
+        raise InputError(f'{name}: expected values in [0, 1] (floats are not scaled), got min {low:g}, max {high:g}')
+
+
+def _split_alpha(pixels: torch.Tensor, name: str, kind: str) -> ImageBatch:
+    colour, has_alpha = _CHANNEL_LAYOUTS[pixels.shape[1]]
+    return ImageBatch(pixels[:, :colour].contiguous(), pixels[:, colour:].contiguous() if has_alpha else None,
+                      name, kind)
+
+
+# --- any input ------------------------------------------------------------------------------------
+
+def load_batch(image: Any, name: str = 'image') -> ImageBatch:
+    """Validate one input of any supported kind (see module doc) and return its pixels as a batch."""
+    if isinstance(image, (str, Path)):
+        return _array_to_batch(_pil_to_array(read_image(image), str(image)), str(image), 'pil')
+    if isinstance(image, Image.Image):
+        _check_side(name, *image.size)
+        return _array_to_batch(_pil_to_array(image, name), name, 'pil')
+    if isinstance(image, np.ndarray):
+        return _array_to_batch(image, name, 'array')
+    if isinstance(image, torch.Tensor):
+        return _tensor_to_batch(image, name)
+    raise InputError(f'{name}: expected a path, PIL image, numpy array or torch tensor, got {type(image).__name__}')
+
+
+def load_batches(images: Any) -> List[ImageBatch]:
+    """One input or a list / tuple of them -> one ``ImageBatch`` each, named ``image[i]`` in a list."""
+    if isinstance(images, (list, tuple)):
+        if not images:
+            raise InputError('images: expected at least one image, got an empty list')
+        return [load_batch(image, str(image) if isinstance(image, (str, Path)) else f'image[{i}]')
+                for i, image in enumerate(images)]
+    return [load_batch(images, str(images) if isinstance(images, (str, Path)) else 'image')]
+
+
+def to_output(pixels: torch.Tensor, like: ImageBatch) -> Any:
+    """Result pixels (N, C, H, W) float in [0, 1], C = 1 or 3, handed back as the kind ``like`` came in.
+
+    ``like``'s alpha is appended. PIL: an 8-bit image (L, LA, RGB, RGBA); array: HxWxC (HxW for one
+    channel when an HxW array came in) in the input's dtype; tensor: the input's dtype, device and rank.
+    """
+    if like.alpha is not None:
+        pixels = torch.cat([pixels, like.alpha.to(pixels.device)], dim=1)
+    if like.kind == 'tensor':
+        out = _quantize(pixels, _TENSOR_INTEGER_MAX.get(like.dtype), like.dtype).to(like.device)
+        return out if like.batched else out[0]
+    out = pixels[0].permute(1, 2, 0)
+    if like.kind == 'pil':
+        array = _quantize(out, 255, torch.uint8).cpu().numpy()
+        # fromarray picks L, LA, RGB or RGBA from the channel count.
+        return Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)
+    integer_max = _INTEGER_MAX.get(like.dtype)
+    array = _quantize(out, integer_max, torch.int32 if integer_max else torch.float32).cpu().numpy()
+    array = array.astype(like.dtype)
+    return array[:, :, 0] if like.squeeze_channels and array.shape[2] == 1 else array
+
+
+def _quantize(pixels: torch.Tensor, integer_max: Optional[int], dtype) -> torch.Tensor:
+    """[0, 1] floats -> ``dtype``: rounded to 0..integer_max for integer outputs, else cast."""
+    if integer_max is None:
+        return pixels.to(dtype)
+    # +0.5 then truncation rounds (values are >= 0) in one pass, cheaper than round().
+    return (pixels * integer_max + 0.5).clamp_(0, integer_max).to(dtype)
+
