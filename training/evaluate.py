@@ -1,0 +1,457 @@
+"""The paper's evaluations on Tiny ImageNet: linear probes per layer (section 4.1.1) and colorization quality.
+
+``linear-probe``: weights frozen; conv1..conv5 after ReLU, bilinearly resized so each layer flattens to about
+9,000 values (the paper's sizes, ``PROBE_GRIDS``); one multinomial logistic regression per layer trained on
+train-split features, top-1 accuracy on the val split. Features are cached under ``cache/probe_features/``
+(ignored by git), keyed by the weights' sha256, split, subset size, input size and layer.
+
+``colorization``: the metrics of Zhang et al., "Colorful Image Colorization" (ECCV 2016) on the val split:
+AuC of the per-pixel ab-error CDF over thresholds 0..150, its class-rebalanced variant, PSNR of the RGB
+result, and mean predicted vs ground-truth chroma; for models and the baselines "grey" and "mean ab".
+
+    python training/evaluate.py linear-probe --weights gaussian --out results/probe_gaussian.json
+    python training/evaluate.py linear-probe --weights splitbrain_hub/weights/X.safetensors --name release
+    python training/evaluate.py colorization --weights release=splitbrain_hub/weights/X.safetensors
+
+A model is named by ``--weights``: a ``.safetensors`` file or a ``save_pretrained`` folder (its
+``config.json`` is used when present, else the released ``splitbrain_alexnet`` recipe), or ``gaussian``:
+the unsplit ``alexnet_lab`` at its random initialisation under ``--seed`` (the paper's "Gaussian" row).
+"""
+import argparse
+import io
+import json
+import math
+import os
+import sys
+import tarfile
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from safetensors.torch import load_file, save, save_file
+from tqdm import tqdm
+
+import timm
+import splitbrain_hub  # noqa: F401  (registers the models in timm)
+from splitbrain_hub.color import lab_to_rgb, rgb_to_lab
+from splitbrain_hub.errors import InputError
+from splitbrain_hub.models.splitbrain_alexnet import PRETEXT_TARGETS, REGRESSION_SCALE
+from splitbrain_hub.quantize import ab_bin_centers, annealed_mean_from_logits, hard_encode, rebalance_weights
+from splitbrain_hub.weights import CONFIG_NAME, WEIGHTS_NAME, load_pretrained, sha256_of
+
+REPO = Path(__file__).resolve().parents[1]
+DATASET = REPO.parent / 'shared' / 'datasets' / 'tiny-imagenet'
+CACHE = REPO / 'cache'
+NUM_CLASSES = 200
+
+# Probe grid per layer at a 128x128 input (native grids 30, 14, 6, 6, 6): the paper's flattened sizes.
+# conv1 96x10x10 = 9600, conv2 256x6x6 = 9216, conv3/conv4 384x5x5 = 9600, conv5 256x6x6 = 9216.
+LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
+PROBE_GRIDS = {'conv1': 10, 'conv2': 6, 'conv3': 5, 'conv4': 5, 'conv5': 6}
+
+# Colorization metrics (Zhang et al. 2016): ab errors are integrated over [0, AUC_MAX_THRESHOLD].
+AUC_MAX_THRESHOLD = 150.0
+TEMPERATURES = (1.0, 0.38, 0.01)  # mean, annealed mean, (nearly) mode
+# Rebalanced AuC: pixel weight = inverse prior of its ground-truth ab bin. The prior is the histogram of the
+# evaluated val pixels, smoothed by rebalance_weights' Gaussian; lambda near 0 makes it a pure inverse prior.
+REBALANCE_SIGMA = 5.0
+REBALANCE_LAMBDA = 1e-3
+
+
+# --- data -----------------------------------------------------------------------------------------
+
+def read_split(root: Path, split: str, per_class: Optional[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The first ``per_class`` images of every class of a split (all if None), in shard order.
+
+    Returns uint8 images (N, 3, 64, 64) and int64 labels (N,). Shards are class-balanced and shuffled, so a
+    prefix is a fair subset; the order, hence the subset, is the same on every run.
+    """
+    shards = sorted(Path(root).glob(f'{split}-*.tar'))
+    if not shards:
+        raise InputError(f'dataset: expected {split}-*.tar shards in {root}, got none')
+    images, labels = [], []
+    taken = [0] * NUM_CLASSES
+    limit = per_class if per_class is not None else math.inf
+    for shard in tqdm(shards, desc=f'read {split}', unit='shard', leave=False):
+        with tarfile.open(shard) as tf:
+            members = tf.getmembers()
+            for jpg, cls in zip(members[0::2], members[1::2]):
+                label = int(tf.extractfile(cls).read())
+                if taken[label] >= limit:
+                    continue
+                taken[label] += 1
+                image = Image.open(io.BytesIO(tf.extractfile(jpg).read())).convert('RGB')
+                images.append(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1))
+                labels.append(label)
+        if all(t >= limit for t in taken):
+            break
+    return torch.stack(images), torch.tensor(labels)
+
+
+def to_input(images: torch.Tensor, input_size: int) -> torch.Tensor:
+    """uint8 (N, 3, h, w) -> float RGB in [0, 1] at the network's input size (bilinear, as the trainer)."""
+    x = images.float() / 255
+    if x.shape[-1] != input_size or x.shape[-2] != input_size:
+        x = F.interpolate(x, size=(input_size, input_size), mode='bilinear', align_corners=False).clamp(0, 1)
+    return x
+
+
+# --- models ---------------------------------------------------------------------------------------
+
+@dataclass
+class LoadedModel:
+    name: str
+    model: torch.nn.Module
+    sha256: str       # of the weights file; for an untrained model, of its state dict serialised
+    source: str
+
+
+def load_model(weights: str, name: Optional[str] = None, seed: int = 0) -> LoadedModel:
+    """A frozen model in eval mode from ``gaussian``, a ``.safetensors`` file or a save_pretrained folder."""
+    if weights == 'gaussian':
+        torch.manual_seed(seed)
+        model = timm.create_model('alexnet_lab')
+        state = {k: v.contiguous() for k, v in model.state_dict().items()}
+        import hashlib
+        digest = hashlib.sha256(save(state)).hexdigest()
+        return LoadedModel(name or f'gaussian_seed{seed}', model.eval().requires_grad_(False), digest,
+                           f'alexnet_lab random init, torch.manual_seed({seed})')
+    path = Path(weights)
+    file = path / WEIGHTS_NAME if path.is_dir() else path
+    if not file.is_file():
+        raise InputError(f'--weights: expected "gaussian", a .safetensors file or a folder with {WEIGHTS_NAME}, '
+                         f'got {weights!r}')
+    if (file.parent / CONFIG_NAME).is_file():
+        model = load_pretrained(file)
+    else:  # a bare file: the released split-brain recipe (the shipped weights are such a file)
+        model = timm.create_model('splitbrain_alexnet', pretrained=True, pretrained_cfg_overlay=dict(file=str(file)))
+    return LoadedModel(name or file.parent.name if path.is_dir() else name or file.stem,
+                       model.eval().requires_grad_(False), sha256_of(file), str(file))
+
+
+# --- linear probe ---------------------------------------------------------------------------------
+
+def probe_features(model: torch.nn.Module, images: torch.Tensor, input_size: int,
+                   batch_size: int = 100, desc: str = 'features') -> Dict[str, torch.Tensor]:
+    """conv1..conv5 after ReLU, bilinearly resized to ``PROBE_GRIDS`` and flattened, float16 (N, C*g*g)."""
+    out: Dict[str, List[torch.Tensor]] = {layer: [] for layer in LAYERS}
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(images), batch_size), desc=desc, unit='batch', leave=False):
+            x = to_input(images[start:start + batch_size], input_size)
+            taps = model.forward_intermediates(x, indices=list(range(len(LAYERS))), intermediates_only=True)
+            for layer, tap in zip(LAYERS, taps):
+                grid = PROBE_GRIDS[layer]
+                resized = F.interpolate(tap, size=(grid, grid), mode='bilinear', align_corners=False)
+                out[layer].append(resized.flatten(1).half())
+    return {layer: torch.cat(parts) for layer, parts in out.items()}
+
+
+def cached_features(loaded: LoadedModel, root: Path, split: str, per_class: Optional[int], input_size: int,
+                    cache_dir: Path) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+    """``probe_features`` of one split, read from the cache when an earlier run computed them."""
+    count = 'all' if per_class is None else f'{per_class}pc'
+    folder = cache_dir / 'probe_features' / loaded.sha256[:16]
+    paths = {layer: folder / f'{split}_{count}_in{input_size}_{layer}{PROBE_GRIDS[layer]}.safetensors'
+             for layer in LAYERS}
+    if all(p.is_file() for p in paths.values()):
+        loaded_layers = {layer: load_file(str(p)) for layer, p in paths.items()}
+        return {k: v['features'] for k, v in loaded_layers.items()}, loaded_layers['conv1']['labels']
+    images, labels = read_split(root, split, per_class)
+    features = probe_features(loaded.model, images, input_size, desc=f'{loaded.name} {split} features')
+    folder.mkdir(parents=True, exist_ok=True)
+    for layer, path in paths.items():
+        _atomic_save({'features': features[layer], 'labels': labels}, path)
+    return features, labels
+
+
+def _atomic_save(tensors: Dict[str, torch.Tensor], path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    os.close(fd)
+    try:
+        save_file(tensors, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """The logistic-regression recipe, the same for every layer and every row (never tuned per row)."""
+    epochs: int = 30
+    batch_size: int = 256
+    lr: float = 0.1           # SGD with Nesterov momentum, cosine decay to 0; on unit-norm features
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    seed: int = 0
+
+
+def train_probe(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tensor, val_y: torch.Tensor,
+                num_classes: int, config: ProbeConfig = ProbeConfig(), desc: str = 'probe') -> float:
+    """Multinomial logistic regression on frozen features; returns top-1 accuracy on ``val``.
+
+    Features are standardised with the train statistics (constant features stay 0) and divided by
+    sqrt(dim), so every sample has norm about 1 and one learning rate suits every layer and model.
+    """
+    generator = torch.Generator().manual_seed(config.seed)
+    mean = train_x.float().mean(0)
+    std = train_x.float().std(0)
+    std = torch.where(std > 1e-6, std, torch.ones_like(std))
+    scale = std * math.sqrt(train_x.shape[1])
+
+    def standardise(x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - mean) / scale
+
+    train_x = standardise(train_x)
+    classifier = torch.nn.Linear(train_x.shape[1], num_classes)
+    torch.nn.init.zeros_(classifier.weight)
+    torch.nn.init.zeros_(classifier.bias)
+    optimizer = torch.optim.SGD(classifier.parameters(), lr=config.lr, momentum=config.momentum, nesterov=True,
+                                weight_decay=config.weight_decay)
+    steps_per_epoch = math.ceil(len(train_x) / config.batch_size)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, config.epochs * steps_per_epoch)
+    for _ in tqdm(range(config.epochs), desc=desc, unit='epoch', leave=False):
+        order = torch.randperm(len(train_x), generator=generator)
+        for start in range(0, len(order), config.batch_size):
+            batch = order[start:start + config.batch_size]
+            loss = F.cross_entropy(classifier(train_x[batch]), train_y[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+    correct = 0
+    with torch.no_grad():
+        for start in range(0, len(val_x), 1000):
+            logits = classifier(standardise(val_x[start:start + 1000]))
+            correct += (logits.argmax(1) == val_y[start:start + 1000]).sum().item()
+    return correct / len(val_x)
+
+
+def linear_probe(loaded: LoadedModel, root: Path = DATASET, train_per_class: Optional[int] = 50,
+                 val_per_class: Optional[int] = None, input_size: int = 128, layers: Sequence[str] = LAYERS,
+                 config: ProbeConfig = ProbeConfig(), cache_dir: Path = CACHE) -> List[Dict]:
+    """Probe accuracy per layer of one model: a list of result records (one per layer)."""
+    unknown = [layer for layer in layers if layer not in LAYERS]
+    if unknown:
+        raise InputError(f'layers: expected names from {LAYERS}, got {unknown}')
+    train_features, train_y = cached_features(loaded, root, 'train', train_per_class, input_size, cache_dir)
+    val_features, val_y = cached_features(loaded, root, 'val', val_per_class, input_size, cache_dir)
+    results = []
+    for layer in layers:
+        start = time.perf_counter()
+        accuracy = train_probe(train_features[layer], train_y, val_features[layer], val_y, NUM_CLASSES, config,
+                               desc=f'{loaded.name} {layer} probe')
+        results.append(dict(
+            model=loaded.name, source=loaded.source, weights_sha256=loaded.sha256, layer=layer,
+            feature_shape=[train_features[layer].shape[1] // PROBE_GRIDS[layer] ** 2, PROBE_GRIDS[layer],
+                           PROBE_GRIDS[layer]],
+            feature_size=train_features[layer].shape[1], train_count=len(train_y), val_count=len(val_y),
+            input_size=input_size, top1=round(accuracy, 5), probe=config.__dict__,
+            probe_seconds=round(time.perf_counter() - start, 1),
+        ))
+    return results
+
+
+# --- colorization metrics -------------------------------------------------------------------------
+
+def ab_error_auc(pred_ab: torch.Tensor, true_ab: torch.Tensor, weights: Optional[torch.Tensor] = None,
+                 max_threshold: float = AUC_MAX_THRESHOLD) -> float:
+    """Area under the CDF of per-pixel ab errors over thresholds [0, max_threshold], normalised to [0, 1].
+
+    The CDF of one pixel with error e is the step 1[e <= t], whose integral over [0, T] is T - min(e, T):
+    so the area is exactly mean(1 - min(e, T) / T), the limit of Zhang et al.'s sweep over thresholds.
+    ``weights`` (N, H, W) weigh pixels (the class-rebalanced variant).
+    """
+    if pred_ab.shape != true_ab.shape or pred_ab.ndim != 4 or pred_ab.shape[1] != 2:
+        raise InputError(f'pred_ab, true_ab: expected two (N, 2, H, W) tensors of one shape, got '
+                         f'{tuple(pred_ab.shape)} and {tuple(true_ab.shape)}')
+    error = (pred_ab - true_ab).double().square().sum(1).sqrt()
+    area = 1 - error.clamp(max=max_threshold) / max_threshold
+    if weights is None:
+        return area.mean().item()
+    weights = weights.double()
+    return ((area * weights).sum() / weights.sum()).item()
+
+
+def psnr(pred_rgb: torch.Tensor, true_rgb: torch.Tensor) -> torch.Tensor:
+    """PSNR in dB of each image (N,), for RGB in [0, 1] (peak 1); identical images give +inf."""
+    mse = (pred_rgb.double() - true_rgb.double()).square().flatten(1).mean(1)
+    return 10 * torch.log10(1 / mse)
+
+
+def chroma(ab: torch.Tensor) -> torch.Tensor:
+    """Per-pixel chroma sqrt(a^2 + b^2), (N, H, W)."""
+    return ab.double().square().sum(1).sqrt()
+
+
+def ab_predictor(loaded: LoadedModel):
+    """``predict(L (N, 1, S, S)) -> {temperature or None: ab on the head grid}`` for a model's ab head."""
+    model = loaded.model
+    heads = {half: target for half, target in model.pretext_targets.items() if target in ('ab_cl', 'ab_reg')}
+    if not heads:
+        raise InputError(f'{loaded.name}: expected a pretext head predicting ab (ab_cl or ab_reg), '
+                         f'got {model.pretext_targets}')
+    half, target = next(iter(heads.items()))
+    channels = PRETEXT_TARGETS[target].channels
+
+    def predict(lightness: torch.Tensor) -> Dict[Optional[float], torch.Tensor]:
+        # ab = 0 is what the trainer shows a network for hidden ab channels; the split-brain l_half never sees them.
+        lab = torch.cat([lightness, torch.zeros_like(lightness).expand(-1, 2, -1, -1)], dim=1)
+        output = model.forward_pretext(lab, is_lab=True)[half]
+        if target == 'ab_cl':
+            centers = ab_bin_centers(dtype=output.dtype)
+            return {t: annealed_mean_from_logits(output, centers, t) for t in TEMPERATURES}
+        return {None: output[:, [channels.index(1), channels.index(2)]] * REGRESSION_SCALE}
+    return predict
+
+
+def colour_mask(images: torch.Tensor) -> torch.Tensor:
+    """True for colour photos: not R == G == B at every pixel (greyscale photos have no ab to predict)."""
+    flat = images.flatten(2).int()
+    return ((flat[:, 0] != flat[:, 1]) | (flat[:, 1] != flat[:, 2])).any(1)
+
+
+class ColorizationMetrics:
+    """Accumulates AuC, rebalanced AuC, PSNR and chroma of one predictor over batches."""
+
+    def __init__(self, bin_weights: torch.Tensor, centers: torch.Tensor) -> None:
+        self.bin_weights, self.centers = bin_weights, centers
+        self.sums = dict(area=0.0, weighted_area=0.0, weight=0.0, pixels=0, psnr=0.0, images=0, chroma_pred=0.0,
+                         chroma_true=0.0)
+
+    def update(self, pred_ab: torch.Tensor, lab: torch.Tensor, rgb: torch.Tensor) -> None:
+        true_ab = lab[:, 1:]
+        weights = self.bin_weights[hard_encode(true_ab, self.centers)].double()
+        pixels = true_ab.shape[0] * true_ab.shape[2] * true_ab.shape[3]
+        s = self.sums
+        s['area'] += ab_error_auc(pred_ab, true_ab) * pixels
+        s['weighted_area'] += ab_error_auc(pred_ab, true_ab, weights) * weights.sum().item()
+        s['weight'] += weights.sum().item()
+        s['pixels'] += pixels
+        pred_rgb = lab_to_rgb(torch.cat([lab[:, :1], pred_ab], dim=1), clip=True)
+        s['psnr'] += psnr(pred_rgb, rgb).clamp(max=100).sum().item()
+        s['images'] += len(rgb)
+        s['chroma_pred'] += chroma(pred_ab).sum().item()
+        s['chroma_true'] += chroma(true_ab).sum().item()
+
+    def result(self) -> Dict[str, float]:
+        s = self.sums
+        return dict(auc=round(s['area'] / s['pixels'], 5), auc_rebalanced=round(s['weighted_area'] / s['weight'], 5),
+                    psnr_db=round(s['psnr'] / s['images'], 3), chroma_pred=round(s['chroma_pred'] / s['pixels'], 3),
+                    chroma_true=round(s['chroma_true'] / s['pixels'], 3))
+
+
+def colorization(models: Sequence[LoadedModel], root: Path = DATASET, val_per_class: Optional[int] = None,
+                 train_per_class: Optional[int] = 50, input_size: int = 128, batch_size: int = 100) -> List[Dict]:
+    """Colorization metrics on the colour val photos for each model (all its temperatures) and both baselines."""
+    images, _ = read_split(root, 'val', val_per_class)
+    keep = colour_mask(images)
+    images = images[keep]
+    train_images, _ = read_split(root, 'train', train_per_class)
+    train_images = train_images[colour_mask(train_images)]
+    centers = ab_bin_centers(dtype=torch.float64)
+    mean_ab = torch.zeros(2, dtype=torch.float64)
+    histogram = torch.zeros(len(centers), dtype=torch.float64)
+    for start in range(0, len(train_images), 1000):
+        mean_ab += rgb_to_lab(train_images[start:start + 1000].double() / 255)[:, 1:].sum((0, 2, 3))
+    mean_ab /= train_images.shape[0] * train_images.shape[2] * train_images.shape[3]
+    for start in range(0, len(images), 1000):
+        lab = rgb_to_lab(images[start:start + 1000].double() / 255)
+        histogram += torch.bincount(hard_encode(lab[:, 1:], centers).flatten(), minlength=len(centers)).double()
+    bin_weights = rebalance_weights(histogram, centers, REBALANCE_SIGMA, REBALANCE_LAMBDA)
+
+    metrics: Dict[Tuple[str, Optional[float]], ColorizationMetrics] = {}
+    predictors = {m.name: ab_predictor(m) for m in models}
+    with torch.inference_mode():
+        for start in tqdm(range(0, len(images), batch_size), desc='colorization', unit='batch'):
+            rgb = images[start:start + batch_size].float() / 255
+            lab = rgb_to_lab(rgb)
+            predictions = {('grey', None): torch.zeros_like(lab[:, 1:]),
+                           ('mean_ab_train', None): mean_ab.float().view(1, 2, 1, 1).expand_as(lab[:, 1:])}
+            lightness = rgb_to_lab(to_input(images[start:start + batch_size], input_size))[:, :1]
+            for name, predict in predictors.items():
+                for temperature, ab in predict(lightness).items():
+                    predictions[name, temperature] = F.interpolate(ab, size=lab.shape[-2:], mode='bilinear',
+                                                                   align_corners=False)
+            for key, pred_ab in predictions.items():
+                metrics.setdefault(key, ColorizationMetrics(bin_weights.float(), centers.float())).update(pred_ab, lab, rgb)
+    shas = {m.name: m.sha256 for m in models}
+    return [dict(model=name, weights_sha256=shas.get(name), temperature=temperature, val_images=len(images),
+                 greyscale_val_images_excluded=int((~keep).sum()), input_size=input_size,
+                 mean_ab_train=[round(v, 3) for v in mean_ab.tolist()], **m.result())
+            for (name, temperature), m in metrics.items()]
+
+
+# --- command line ---------------------------------------------------------------------------------
+
+def _per_class(value: str) -> Optional[int]:
+    if value == 'all':
+        return None
+    if not value.isdigit() or int(value) < 1:
+        raise argparse.ArgumentTypeError(f'expected a positive integer or "all", got {value!r}')
+    return int(value)
+
+
+def _named(spec: str) -> Tuple[Optional[str], str]:
+    """``name=path`` or ``path``."""
+    name, sep, path = spec.partition('=')
+    return (name, path) if sep else (None, spec)
+
+
+def write_json(data, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
+    with os.fdopen(fd, 'w') as f:
+        f.write(json.dumps(data, indent=1) + '\n')
+    os.replace(tmp, path)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    commands = parser.add_subparsers(dest='command', required=True)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument('--weights', action='append', required=True,
+                        help='[name=]path of a .safetensors file or save_pretrained folder, or "gaussian"; repeatable')
+    common.add_argument('--seed', type=int, default=0, help='init seed of the "gaussian" model (default 0)')
+    common.add_argument('--data', type=Path, default=DATASET, help='the tiny-imagenet shard folder')
+    common.add_argument('--input-size', type=int, default=128, help='network input size (64x64 upsampled)')
+    common.add_argument('--train-per-class', type=_per_class, default=50,
+                        help='train images per class (default 50 = 10,000 images; "all" = 160 per class)')
+    common.add_argument('--val-per-class', type=_per_class, default=None, help='val images per class (default all 50)')
+    common.add_argument('--out', type=Path, help='write the results (JSON) here')
+    probe = commands.add_parser('linear-probe', parents=[common], help='linear probes on conv1..conv5')
+    probe.add_argument('--layers', nargs='+', default=list(LAYERS), choices=LAYERS)
+    probe.add_argument('--epochs', type=int, default=ProbeConfig.epochs)
+    probe.add_argument('--probe-seed', type=int, default=ProbeConfig.seed)
+    probe.add_argument('--cache', type=Path, default=CACHE, help='feature cache folder (default ./cache)')
+    commands.add_parser('colorization', parents=[common], help='AuC, rebalanced AuC, PSNR, chroma on val')
+    args = parser.parse_args(argv)
+
+    models = [load_model(path, name, args.seed) for name, path in map(_named, args.weights)]
+    start = time.perf_counter()
+    if args.command == 'linear-probe':
+        config = ProbeConfig(epochs=args.epochs, seed=args.probe_seed)
+        results = [r for m in models for r in linear_probe(
+            m, args.data, args.train_per_class, args.val_per_class, args.input_size, args.layers, config, args.cache)]
+        for r in results:
+            print(f"{r['model']:>24} {r['layer']}  {r['feature_size']:>5}  top-1 {100 * r['top1']:.2f}%")
+    else:
+        results = colorization(models, args.data, args.val_per_class, args.train_per_class, args.input_size)
+        for r in results:
+            t = '-' if r['temperature'] is None else r['temperature']
+            print(f"{r['model']:>24} T={t:<5} AuC {r['auc']:.4f}  rebal {r['auc_rebalanced']:.4f}  "
+                  f"PSNR {r['psnr_db']:.2f} dB  chroma {r['chroma_pred']:.2f} / {r['chroma_true']:.2f}")
+    print(f'wall time {time.perf_counter() - start:.0f} s', file=sys.stderr)
+    if args.out:
+        write_json(results, args.out)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
