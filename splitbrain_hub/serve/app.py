@@ -43,6 +43,8 @@ STATIC_DIR = Path(__file__).parent / 'static'
 # Probes answer during a drain too: a load balancer must see readyz turn 503, not a refused connection.
 _PROBES = ('/healthz', '/readyz')
 RETRY_AFTER_S = '1'
+_SHUTTING_DOWN = ApiError(503, 'shutting_down', 'the server is shutting down; retry on another instance',
+                          {'Retry-After': RETRY_AFTER_S, 'Connection': 'close'})
 
 
 def _error_response(error: ApiError) -> JSONResponse:
@@ -61,8 +63,7 @@ class ServiceState:
         self.in_flight = 0
 
     def require_engine(self) -> Engine:
-        if self.draining:
-            raise ApiError(503, 'shutting_down', 'the server is shutting down', {'Retry-After': RETRY_AFTER_S})
+        """The engine, or 503 while it loads. (New requests during a drain never get here: see ``RequestGuard``.)"""
         if self.engine is None:
             detail = f'the model failed to load: {self.load_error}' if self.load_error else 'the model is still loading'
             raise ApiError(503, 'not_ready', detail, {'Retry-After': RETRY_AFTER_S})
@@ -84,9 +85,7 @@ class RequestGuard:
         if scope['type'] != 'http':
             return await self.app(scope, receive, send)
         if self.state.draining and scope['path'] not in _PROBES:
-            error = ApiError(503, 'shutting_down', 'the server is shutting down',
-                             {'Retry-After': RETRY_AFTER_S, 'Connection': 'close'})
-            return await _error_response(error)(scope, receive, send)
+            return await _error_response(_SHUTTING_DOWN)(scope, receive, send)
         self.state.in_flight += 1
         try:
             try:
@@ -325,6 +324,8 @@ def create_app(config: ServeConfig) -> FastAPI:
     @app.get('/readyz', response_model=Health, responses=responses('not_ready', 'shutting_down'), tags=['service'])
     async def readyz():
         """200 once the model is loaded and the server is not draining; 503 otherwise."""
+        if state.draining:
+            raise _SHUTTING_DOWN
         state.require_engine()
         return {'status': 'ready'}
 
