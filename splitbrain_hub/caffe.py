@@ -107,6 +107,12 @@ _LEGACY_SHAPE_FIELDS = (1, 2, 3, 4)  # num, channels, height, width
 def _blob_shape(data: memoryview, what: str) -> List[int]:
     """BlobShape.dim: int64 varints, packed or one per field."""
     dims: List[int] = []
+
+    def add(dim: int) -> None:
+        if len(dims) == MAX_BLOB_AXES:
+            raise ConversionError(f'{what}: expected at most {MAX_BLOB_AXES} axes, got more')
+        dims.append(dim)
+
     for number, wire, value in _fields(data, what):
         if number != 1:
             continue
@@ -114,12 +120,10 @@ def _blob_shape(data: memoryview, what: str) -> List[int]:
             pos = 0
             while pos < len(value):
                 dim, pos = _varint(value, pos, what)
-                dims.append(dim)
+                add(dim)
         else:
             _expect_wire(number, wire, VARINT, what)
-            dims.append(value)
-        if len(dims) > MAX_BLOB_AXES:
-            raise ConversionError(f'{what}: expected at most {MAX_BLOB_AXES} axes, got more')
+            add(value)
     return dims
 
 
@@ -147,8 +151,8 @@ def _blob(data: memoryview, what: str) -> torch.Tensor:
     if len(filled) > 1:
         raise ConversionError(f'{what}: expected float data or double data, got both')
     values = np.concatenate(chunks[filled[0]]) if filled else np.zeros(0, dtype=np.float32)
-    if dims is None:
-        dims = [legacy.get(number, 0) for number in _LEGACY_SHAPE_FIELDS] if legacy else [len(values)]
+    if dims is None:  # as Caffe reads it: the legacy 4-D shape, each axis 0 unless given
+        dims = [legacy.get(number, 0) for number in _LEGACY_SHAPE_FIELDS]
     if any(dim >= MAX_DIM for dim in dims):
         raise ConversionError(f'{what}: expected dimensions below {MAX_DIM}, got {dims}')
     if int(np.prod(dims, dtype=object)) != len(values):
@@ -287,6 +291,8 @@ def _checked_blobs(layer: CaffeLayer, shapes: List[Tuple[int, ...]], what: str) 
     got = [tuple(blob.shape) for blob in layer.blobs]
     if len(got) != len(shapes) or any(_squeezed(g) != _squeezed(s) for g, s in zip(got, shapes)):
         raise ConversionError(f'{what}: expected blobs of shapes {shapes} (weight, bias), got {got}')
+    if not all(bool(torch.isfinite(blob).all()) for blob in layer.blobs):
+        raise ConversionError(f'{what}: expected finite weights, got NaN or infinity')
     return [blob.reshape(shape) for blob, shape in zip(layer.blobs, shapes)]
 
 

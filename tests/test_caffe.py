@@ -6,6 +6,7 @@ the same place in every layer). The reference forward pass below is written from
 facts with ``torch.nn.functional`` on the Caffe blobs themselves, not from our model.
 """
 import json
+import shutil
 import struct
 import time
 
@@ -150,11 +151,18 @@ def release():
 
 
 @pytest.fixture(scope='module')
-def files(release, tmp_path_factory):
+def scratch(tmp_path_factory):
+    """A folder for this module's ~230 MB files, removed afterwards (pytest keeps old tmp folders)."""
     root = tmp_path_factory.mktemp('caffe')
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope='module')
+def files(release, scratch):
     paths = {}
     for encoding in ('layer', 'layers'):
-        paths[encoding] = root / f'synthetic_{encoding}.caffemodel'
+        paths[encoding] = scratch / f'synthetic_{encoding}.caffemodel'
         paths[encoding].write_bytes(encode_net(release, encoding, extra_layers=('pool1', 'pool2', 'pool5')))
     return paths
 
@@ -172,28 +180,28 @@ def reference(release, image):
 
 # --- reading --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize('encoding', ['layer', 'layers'])
-def test_read_both_encodings(files, release, encoding):
-    net = read_caffemodel(files[encoding])
-    assert net.encoding == encoding
+def test_read_legacy_encoding(files, release):
+    """Bit-exact blobs from the legacy file (4-D shapes, unpacked floats); the modern file converts to
+    the same weights (test_both_encodings_give_the_same_weights)."""
+    net = read_caffemodel(files['layers'])
+    assert net.encoding == 'layers'
     assert {name for name, layer in net.layers.items() if layer.blobs} == set(release)
     assert net.layers['conv1'].type == 'Convolution' and net.layers['relu1'].blobs == []
+    assert tuple(net.layers['conv1'].blobs[1].shape) == (1, 1, 1, 96)  # Caffe's old 1x1x1xN biases
     for name, (weight, bias) in release.items():
         got_weight, got_bias = net.layers[name].blobs
         torch.testing.assert_close(got_weight.reshape(weight.shape), weight, rtol=0, atol=0)
         torch.testing.assert_close(got_bias.reshape(bias.shape), bias, rtol=0, atol=0)
-    if encoding == 'layers':  # legacy 4-D blob shapes: biases are 1x1x1xN
-        assert tuple(net.layers['conv1'].blobs[1].shape) == (1, 1, 1, 96)
 
 
 # --- converting: same function as the reference ---------------------------------------------------
 
 @pytest.fixture(scope='module')
-def converted(files, tmp_path_factory):
+def converted(files, scratch):
     """The modern file with our pool5 (stride 1), the legacy one with the release's (stride 2)."""
     return {
-        'layer': convert_caffe(files['layer'], tmp_path_factory.mktemp('converted_layer')),
-        'layers': convert_caffe(files['layers'], tmp_path_factory.mktemp('converted_layers'), pool5_stride=2),
+        'layer': convert_caffe(files['layer'], scratch / 'converted_layer'),
+        'layers': convert_caffe(files['layers'], scratch / 'converted_layers', pool5_stride=2),
     }
 
 
@@ -314,17 +322,30 @@ def test_wrong_shapes(release, tmp_path):
         convert_caffe(path, tmp_path / 'out')
 
 
-def test_cross_half_weights_refused_unless_forced(release, tmp_path):
-    mixed = dict(release)
-    conv3 = release['conv3'][0].clone()
-    conv3[0, 5, 1, 1] = 0.01  # an L filter (0) reading an ab channel of conv2 (0..127 are ab)
-    mixed['conv3'] = [conv3, release['conv3'][1]]
-    path = tmp_path / 'mixed.caffemodel'
-    path.write_bytes(encode_net(mixed))
-    with pytest.raises(ConversionError, match=r'expected zero weights between the L and ab halves.*conv3 0\.01 .*--force'):
+def test_non_finite_weights(release, tmp_path):
+    tiny = {name: [torch.zeros(2, 1, 1, 1), torch.zeros(2)] for name in release}
+    tiny['data_lab'] = [torch.tensor([0.02, float('nan'), 0.01]).reshape(3, 1, 1, 1), torch.zeros(3)]
+    path = tmp_path / 'nan.caffemodel'
+    path.write_bytes(encode_net(tiny))
+    with pytest.raises(ConversionError, match='data_lab: expected finite weights, got NaN or infinity'):
         convert_caffe(path, tmp_path / 'out')
-    assert not (tmp_path / 'out').exists()
-    report = convert_caffe(path, tmp_path / 'out', force=True)
+
+
+def test_cross_half_weights_refused_unless_forced(files, release, scratch):
+    # One weight of conv3's L filter 0 on an ab channel of conv2 (0..127 are ab), patched into a copy
+    # of the synthetic file where that weight's float32 lies (quicker than encoding 230 MB again).
+    data = bytearray(files['layer'].read_bytes())
+    conv3 = release['conv3'][0].numpy()
+    start = data.find(conv3.tobytes())
+    assert start > 0
+    at = start + 4 * int(np.ravel_multi_index((0, 5, 1, 1), conv3.shape))
+    data[at:at + 4] = struct.pack('<f', 0.01)
+    path = scratch / 'mixed.caffemodel'
+    path.write_bytes(data)
+    with pytest.raises(ConversionError, match=r'expected zero weights between the L and ab halves.*conv3 0\.01 .*--force'):
+        convert_caffe(path, scratch / 'out')
+    assert not (scratch / 'out').exists()
+    report = convert_caffe(path, scratch / 'out', force=True)
     assert report.forced == ['conv3']
     assert {layer.name: layer.cross_half_max for layer in report.layers}['conv3'] == pytest.approx(0.01)
     assert any('FORCED' in line for line in report.lines())
