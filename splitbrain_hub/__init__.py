@@ -3,6 +3,7 @@
 Importing the package registers ``splitbrain_alexnet`` (and the unsplit ``alexnet_lab``) with timm.
 """
 from .errors import ConversionError, InputError, SplitBrainError, WeightsError
+from .inference import colorize, extract_features, predict_lightness
 from .models import SplitBrainAlexNet
 from .weights import load_pretrained, save_pretrained
 
@@ -10,5 +11,5 @@ __version__ = '0.1.0'
 
 __all__ = [
     'ConversionError', 'InputError', 'SplitBrainAlexNet', 'SplitBrainError', 'WeightsError',
-    'load_pretrained', 'save_pretrained', '__version__',
+    'colorize', 'extract_features', 'load_pretrained', 'predict_lightness', 'save_pretrained', '__version__',
 ]

@@ -51,8 +51,7 @@ class ImageBatch:
         kind: 'pil' (PIL in, or a path), 'array' or 'tensor'.
         dtype: the numpy or torch dtype of an array or tensor input (results come back in it).
         device: the device of a tensor input.
-        batched: a tensor input had a batch dimension (NCHW) / an array had one (NHWC is not accepted).
-        squeeze_channels: an HxW array came in: a one-channel result goes back as HxW.
+        batched: a tensor input had a batch dimension (NCHW).
     """
     pixels: torch.Tensor
     alpha: Optional[torch.Tensor]
@@ -61,7 +60,6 @@ class ImageBatch:
     dtype: Any = None
     device: Optional[torch.device] = None
     batched: bool = False
-    squeeze_channels: bool = False
 
     @property
     def size(self):
@@ -151,8 +149,7 @@ def _array_to_batch(array: np.ndarray, name: str, kind: str) -> ImageBatch:
                          f'got shape {array.shape}')
     if not array.flags.writeable:  # e.g. np.asarray(PIL image): torch wants memory it may write
         array = array.copy()
-    squeeze = array.ndim == 2
-    if squeeze:
+    if array.ndim == 2:
         array = array[:, :, None]
     _check_side(name, array.shape[1], array.shape[0])
     if array.dtype in _INTEGER_MAX:
@@ -167,7 +164,6 @@ def _array_to_batch(array: np.ndarray, name: str, kind: str) -> ImageBatch:
         raise InputError(f'{name}: expected dtype uint8, uint16 or floating point in [0, 1], got {array.dtype}')
     batch = _split_alpha(pixels, name, kind)
     batch.dtype = array.dtype
-    batch.squeeze_channels = squeeze
     return batch
 
 
@@ -236,8 +232,8 @@ def load_batches(images: Any) -> List[ImageBatch]:
 def to_output(pixels: torch.Tensor, like: ImageBatch) -> Any:
     """Result pixels (N, C, H, W) float in [0, 1], C = 1 or 3, handed back as the kind ``like`` came in.
 
-    ``like``'s alpha is appended. PIL: an 8-bit image (L, LA, RGB, RGBA); array: HxWxC (HxW for one
-    channel when an HxW array came in) in the input's dtype; tensor: the input's dtype, device and rank.
+    ``like``'s alpha is appended. PIL: an 8-bit image (L, LA, RGB, RGBA); array: HxWxC in the input's
+    dtype, HxW for one channel (as numpy holds a grey image); tensor: the input's dtype, device and rank.
     """
     if like.alpha is not None:
         pixels = torch.cat([pixels, like.alpha.to(pixels.device)], dim=1)
@@ -252,7 +248,7 @@ def to_output(pixels: torch.Tensor, like: ImageBatch) -> Any:
     integer_max = _INTEGER_MAX.get(like.dtype)
     array = _quantize(out, integer_max, torch.int32 if integer_max else torch.float32).cpu().numpy()
     array = array.astype(like.dtype)
-    return array[:, :, 0] if like.squeeze_channels and array.shape[2] == 1 else array
+    return array[:, :, 0] if array.shape[2] == 1 else array
 
 
 def _quantize(pixels: torch.Tensor, integer_max: Optional[int], dtype) -> torch.Tensor:

@@ -1,0 +1,337 @@
+"""Images in, images (or features) out: colorize, predict_lightness, extract_features.
+
+Both prediction functions are one operation, cross-channel prediction, read from a small table
+(``CrossChannelTask``): a half that sees some Lab channels predicts the others. For ``colorize`` the
+L half sees L at the network's input size, its ab distribution on the conv5 grid is decoded by the
+annealed mean, upsampled to the original resolution and put back with the original full-resolution L,
+so no detail of the photo is lost. ``predict_lightness`` is the ab half, the other way round.
+
+How a head's output is decoded follows the model's pretext target (``PRETEXT_TARGETS``): classification
+heads give logits over bins (annealed mean over the bin centres of the channels they quantise),
+regression heads give the channels / ``REGRESSION_SCALE``. So the (reg) variants work unchanged.
+
+The default model (the shipped pretrained weights) is loaded once per device and cached.
+"""
+import math
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+
+from .color import _lab_to_rgb, _rgb_to_lab
+from .errors import InputError, WeightsError
+from .images import ImageBatch, load_batches, to_output
+from .models.splitbrain_alexnet import PRETEXT_TARGETS, REGRESSION_SCALE
+from .quantize import ab_bin_centers, annealed_mean_from_logits, l_bin_centers
+from .weights import CONFIG_NAME, WEIGHTS_NAME, load_pretrained
+
+__all__ = ['colorize', 'predict_lightness', 'extract_features', 'load_model', 'resolve_device',
+           'CrossChannelTask', 'COLORIZE', 'LIGHTNESS', 'FEATURE_LAYERS']
+
+DEFAULT_MODEL = 'splitbrain_alexnet'
+DEFAULT_TEMPERATURE = 0.38
+# Below 0.01 the annealed mean's softmax(logits / T) leaves float range; above 10 it is the plain mean.
+TEMPERATURE_RANGE = (0.01, 10.0)
+# The network's own floor (conv5 grid about 1x1 at 96 px) and a ceiling that keeps memory bounded.
+SIZE_RANGE = (96, 2048)
+FEATURE_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
+
+
+@dataclass(frozen=True)
+class CrossChannelTask:
+    """One direction of the split brain, as data.
+
+    Attributes:
+        sees: Lab channels the half reads (at the network's input size).
+        predicts: Lab channels taken from its prediction (upsampled to the original size).
+        keeps: input Lab channels kept at full resolution in the result; other channels are 0.
+        grey: the result has one channel (grey) instead of RGB.
+    """
+    sees: Tuple[int, ...]
+    predicts: Tuple[int, ...]
+    keeps: Tuple[int, ...]
+    grey: bool
+
+
+COLORIZE = CrossChannelTask(sees=(0,), predicts=(1, 2), keeps=(0,), grey=False)
+LIGHTNESS = CrossChannelTask(sees=(1, 2), predicts=(0,), keeps=(), grey=True)
+
+# Bin centres of a classification target, by the Lab channels it quantises.
+_BIN_CENTERS = {(1, 2): ab_bin_centers, (0,): l_bin_centers}
+
+
+# --- devices and the model cache ------------------------------------------------------------------
+
+def resolve_device(device: Union[str, torch.device, None] = None) -> torch.device:
+    """``device`` as a ``torch.device``; None picks CUDA, then Apple's MPS, then the CPU."""
+    if device is None:
+        if torch.cuda.is_available():
+            return torch.device('cuda')
+        mps = getattr(torch.backends, 'mps', None)
+        return torch.device('mps' if mps is not None and mps.is_available() else 'cpu')
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise InputError(f"device: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}") from e
+    available = {'cuda': torch.cuda.is_available, 'mps': lambda: resolve_device(None).type == 'mps'}
+    if device.type in available and not available[device.type]():
+        raise InputError(f'device: expected an available device, got {str(device)!r} (not available here)')
+    return device
+
+
+_model_cache: Dict[Tuple[str, str], torch.nn.Module] = {}
+_model_cache_lock = threading.Lock()
+
+
+def load_model(weights: Union[str, Path, None] = None, device: Union[str, torch.device, None] = None) -> torch.nn.Module:
+    """The model the functions here use by default, in eval mode on ``device``, loaded once and cached.
+
+    Args:
+        weights: None for the pretrained ``splitbrain_alexnet`` (see ``weights.py`` for where it is
+            looked for), or a ``save_pretrained`` folder, its ``model.safetensors``, or a bare
+            ``.safetensors`` file of the default architecture.
+        device: see ``resolve_device``.
+    Raises:
+        WeightsError: no weights found, or they do not fit the model.
+    """
+    device = resolve_device(device)
+    key = (str(Path(weights).resolve()) if weights is not None else '', str(device))
+    with _model_cache_lock:
+        if key not in _model_cache:
+            _model_cache[key] = _load_weights(weights).eval().to(device)
+        return _model_cache[key]
+
+
+def _load_weights(weights: Union[str, Path, None]) -> torch.nn.Module:
+    import timm
+    if weights is None:
+        return timm.create_model(DEFAULT_MODEL, pretrained=True)
+    path = Path(weights)
+    if not path.exists():
+        raise WeightsError(f'{path}: expected a save_pretrained folder or a .safetensors file, but it does not exist')
+    file = path / WEIGHTS_NAME if path.is_dir() else path
+    if (file.parent / CONFIG_NAME).is_file():
+        return load_pretrained(path)
+    # A bare safetensors file: the default architecture (timm's loader checks suffix and keys).
+    return timm.create_model(DEFAULT_MODEL, pretrained=True, pretrained_cfg_overlay=dict(file=str(file)))
+
+
+def _model_and_device(model: Optional[torch.nn.Module], device) -> Tuple[torch.nn.Module, torch.device]:
+    if model is None:
+        model = load_model(device=device)
+    model_device = next(model.parameters()).device
+    if device is not None and resolve_device(device) != model_device:
+        raise InputError(f'device: expected the device the given model is on ({model_device}), got {device!r}')
+    return model, model_device
+
+
+@contextmanager
+def _evaluating(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode (no dropout) for the call, the caller's mode restored after."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            yield
+    finally:
+        model.train(was_training)
+
+
+# --- argument checks ------------------------------------------------------------------------------
+
+def _check_temperature(temperature: Any) -> float:
+    low, high = TEMPERATURE_RANGE
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+            or not math.isfinite(temperature) or not low <= temperature <= high:
+        raise InputError(f'temperature: expected a number in [{low}, {high}], got {temperature!r}')
+    return float(temperature)
+
+
+def _network_size(model: torch.nn.Module, size: Any) -> Tuple[int, int]:
+    """``size`` (None: the model's pretrained input size; an int; or (height, width)) checked."""
+    if size is None:
+        cfg = getattr(model, 'pretrained_cfg', None) or {}
+        return tuple(cfg.get('input_size', (3, 227, 227))[-2:])
+    sides = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, (tuple, list)) else ()
+    low, high = SIZE_RANGE
+    if len(sides) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and low <= s <= high for s in sides):
+        raise InputError(f'size: expected None, an int or (height, width) with sides in [{low}, {high}], got {size!r}')
+    return sides
+
+
+def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+    if tuple(x.shape[-2:]) == tuple(size):
+        return x
+    # Antialiased when shrinking, so a large photo's fine texture does not alias into the network input.
+    return F.interpolate(x, size=tuple(size), mode='bilinear', align_corners=False, antialias=True)
+
+
+# --- cross-channel prediction ---------------------------------------------------------------------
+
+def _half_for(model: torch.nn.Module, task: CrossChannelTask) -> str:
+    """The half that sees ``task.sees`` and has a pretext head predicting ``task.predicts``."""
+    for name, target_name in getattr(model, 'pretext_targets', {}).items():
+        if tuple(model.halves[name]) == task.sees and set(task.predicts) <= set(PRETEXT_TARGETS[target_name].channels):
+            return name
+    raise InputError(
+        f'model: expected a half seeing Lab channels {task.sees} with a pretext head predicting {task.predicts}, '
+        f'got halves {getattr(model, "halves", None)} with pretext {getattr(model, "pretext_targets", None)}')
+
+
+def _decode(model: torch.nn.Module, half: str, raw: torch.Tensor, task: CrossChannelTask,
+            temperature: float) -> torch.Tensor:
+    """A pretext head's raw output -> the Lab values of ``task.predicts`` on the conv5 grid."""
+    target = PRETEXT_TARGETS[model.pretext_targets[half]]
+    raw = raw.float()
+    if target.classification:
+        values = annealed_mean_from_logits(raw, _BIN_CENTERS[target.channels](raw.device), temperature)
+    else:
+        values = raw * REGRESSION_SCALE
+    return values[:, [target.channels.index(c) for c in task.predicts]]
+
+
+def forward_pretext_half(model: torch.nn.Module, lab: torch.Tensor, half: str) -> torch.Tensor:
+    """``model.forward_pretext(lab, is_lab=True)[half]``, running only that half: half the work.
+
+    The half's fc tower reads its own slice of all halves' pool5 (concatenated in ``model.halves``
+    order), so it gets its pool5 in place and zeros elsewhere. (A candidate for the model itself, as a
+    ``halves=`` argument of ``forward_pretext``.)
+    """
+    pooled = model.features.branches[half](model.data_lab.normalize(lab))
+    names = list(model.halves)
+    width = pooled.shape[1]
+    padded = pooled.new_zeros(pooled.shape[0], width * len(names), *pooled.shape[2:])
+    start = names.index(half) * width
+    padded[:, start:start + width] = pooled
+    return model.pretext[half](model.pre_logits.branches[half](padded))
+
+
+def _full_resolution_lab(batch: ImageBatch, device: torch.device) -> torch.Tensor:
+    pixels = batch.pixels.to(device)
+    return _rgb_to_lab(pixels.expand(-1, 3, -1, -1))
+
+
+def _cross_channel(images: Any, task: CrossChannelTask, temperature: float, model: Optional[torch.nn.Module],
+                   device, size) -> Any:
+    temperature = _check_temperature(temperature)
+    model, device = _model_and_device(model, device)
+    half = _half_for(model, task)
+    size = _network_size(model, size)
+    batches = load_batches(images)
+    dtype = next(model.parameters()).dtype
+    sees, predicts, keeps = list(task.sees), list(task.predicts), list(task.keeps)
+    with _evaluating(model):
+        labs = [_full_resolution_lab(batch, device) for batch in batches]
+        # The network input: the seen channels at the network size, the others zero (the half ignores them).
+        network_input = torch.cat([lab.new_zeros(lab.shape[0], 3, *size) for lab in labs])
+        network_input[:, sees] = torch.cat([_resize(lab[:, sees], size) for lab in labs])
+        raw = forward_pretext_half(model, network_input.to(dtype), half)
+        predicted = _decode(model, half, raw, task, temperature).split([lab.shape[0] for lab in labs])
+        results = []
+        for lab, prediction in zip(labs, predicted):
+            result = torch.zeros_like(lab)
+            result[:, keeps] = lab[:, keeps]
+            result[:, predicts] = F.interpolate(prediction, size=lab.shape[-2:], mode='bilinear', align_corners=False)
+            rgb = _lab_to_rgb(result)
+            results.append(rgb[:, :1] if task.grey else rgb)
+    # Outside inference mode: a returned tensor must be usable with autograd like any other.
+    outputs = [to_output(result.clone(), batch) for result, batch in zip(results, batches)]
+    return outputs if isinstance(images, (list, tuple)) else outputs[0]
+
+
+def colorize(image: Any, *, temperature: float = DEFAULT_TEMPERATURE, model: Optional[torch.nn.Module] = None,
+             device: Union[str, torch.device, None] = None, size: Union[int, Tuple[int, int], None] = None) -> Any:
+    """Colorize photos from their lightness alone (the L half of the split brain).
+
+    The L half sees L at the network's input size; its ab distribution is decoded by the annealed
+    mean, upsampled to the original resolution and recombined with the original full-resolution L.
+    A colour photo's own colours are never used; alpha is kept.
+
+    Args:
+        image: a path, a PIL image (modes L, LA, P, RGB, RGBA, CMYK, I;16...), an HxW or HxWxC
+            uint8 / uint16 / float ([0, 1]) numpy array, a CxHxW or NxCxHxW uint8 / float tensor;
+            or a list of these.
+        temperature: annealed-mean temperature in [0.01, 10]: lower is more vivid, higher more sober.
+        model: a ``SplitBrainAlexNet`` with an L half predicting ab; None loads the pretrained one.
+        device: None picks CUDA, then MPS, then the CPU (or the given model's device).
+        size: network input side(s); None uses the model's pretrained input size.
+    Returns:
+        The same kind as given, RGB (RGBA with alpha): PIL for PIL and paths, an array of the input's
+        dtype, a tensor of the input's dtype, device and rank; a list for a list.
+    Raises:
+        InputError: an unusable image or argument (see ``images.py``).
+        WeightsError: ``model`` is None and no pretrained weights are found.
+    """
+    return _cross_channel(image, COLORIZE, temperature, model, device, size)
+
+
+def predict_lightness(image: Any, *, temperature: float = DEFAULT_TEMPERATURE, model: Optional[torch.nn.Module] = None,
+                      device: Union[str, torch.device, None] = None, size: Union[int, Tuple[int, int], None] = None) -> Any:
+    """Predict lightness from colour alone (the ab half): the paper's grayscale-prediction task.
+
+    Same inputs and arguments as ``colorize``. Returns a greyscale image at the original resolution
+    (PIL mode L / LA, an HxW (or HxWx1 / HxWx2) array, a 1- or 2-channel tensor).
+    """
+    return _cross_channel(image, LIGHTNESS, temperature, model, device, size)
+
+
+# --- features -------------------------------------------------------------------------------------
+
+def _layer_indices(model: torch.nn.Module, layers: Sequence[str]) -> List[int]:
+    names = [info['module'] for info in model.feature_info]
+    if isinstance(layers, str) or not layers or len(set(layers)) != len(layers) or not set(layers) <= set(names):
+        raise InputError(f'layers: expected distinct names from {names}, got {layers!r}')
+    return [names.index(layer) for layer in layers]
+
+
+def _pool_size(pool: Any) -> Optional[Tuple[int, int]]:
+    if pool is None:
+        return None
+    sides = (pool, pool) if isinstance(pool, int) else tuple(pool) if isinstance(pool, (tuple, list)) else ()
+    if len(sides) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sides):
+        raise InputError(f'pool: expected None, an int >= 1 or (height, width), got {pool!r}')
+    return sides
+
+
+def extract_features(images: Any, layers: Sequence[str] = FEATURE_LAYERS, *, pool: Union[int, Tuple[int, int], None] = None,
+                     size: Union[int, Tuple[int, int], None] = None, model: Optional[torch.nn.Module] = None,
+                     device: Union[str, torch.device, None] = None, batch_size: int = 64) -> Dict[str, torch.Tensor]:
+    """Frozen features of both halves (concatenated) per layer, as the paper's linear probes read them.
+
+    Args:
+        images: as ``colorize``; every image is resized to ``size`` (grey is repeated to RGB).
+        layers: names from ``FEATURE_LAYERS`` (conv1..conv5, after ReLU).
+        pool: None returns the maps; an int or (height, width) resizes each map bilinearly (antialiased)
+            to that grid, the linear-probe protocol.
+        size: network input side(s); None uses the model's pretrained input size.
+        model, device: as ``colorize``.
+        batch_size: images per forward pass.
+    Returns:
+        layer name -> float32 tensor (N, C, h, w) on the model's device, N = number of images in order.
+    """
+    model, device = _model_and_device(model, device)
+    indices = _layer_indices(model, layers)
+    pool = _pool_size(pool)
+    size = _network_size(model, size)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f'batch_size: expected an int >= 1, got {batch_size!r}')
+    in_chans = getattr(model, 'in_chans', 3)
+    batches = load_batches(images)
+    dtype = next(model.parameters()).dtype
+    outputs: Dict[str, List[torch.Tensor]] = {layer: [] for layer in layers}
+    with _evaluating(model):
+        pixels = []
+        for batch in batches:
+            if batch.pixels.shape[1] > in_chans:
+                raise InputError(f'{batch.name}: expected {in_chans}-channel (grey) input for this model, got RGB')
+            pixels.append(_resize(batch.pixels.to(device).expand(-1, in_chans, -1, -1), size))
+        network_input = torch.cat(pixels).to(dtype)
+        for chunk in network_input.split(batch_size):
+            maps = model.forward_intermediates(chunk, indices=indices, intermediates_only=True)
+            for layer, feature_map in zip(layers, maps):
+                outputs[layer].append(_resize(feature_map, pool).float() if pool else feature_map.float())
+    return {layer: torch.cat(chunks) for layer, chunks in outputs.items()}

@@ -1,0 +1,286 @@
+"""inference.py: colorize, predict_lightness, extract_features.
+
+The models here are randomly initialised or have their pretext heads set by hand so the decoded values are
+known: the tests check kinds, shapes, resolution, decoding and errors, never the release's quality.
+"""
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+
+import splitbrain_hub
+from splitbrain_hub import InputError, WeightsError, colorize, extract_features, predict_lightness
+from splitbrain_hub.color import lab_to_rgb, rgb_to_lab
+from splitbrain_hub.inference import forward_pretext_half, load_model, resolve_device
+from splitbrain_hub.quantize import ab_bin_centers, l_bin_centers
+
+
+# The smallest input the network takes keeps the tests fast; colorize reads it from the model's cfg.
+SMALL = dict(pretrained_cfg_overlay=dict(input_size=(3, 96, 96)))
+
+
+@pytest.fixture(scope='module')
+def model():
+    torch.manual_seed(0)
+    return timm.create_model('splitbrain_alexnet', **SMALL).eval()
+
+
+def _fixed_head(model, half, centers, value):
+    """Make ``half``'s classification head predict the bin at ``value`` everywhere (weights 0, bias peaked)."""
+    index = int((centers - torch.tensor(value)).abs().sum(1).argmin())
+    head = model.pretext[half]
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.fill_(-50.0)
+        head.bias[index] = 50.0
+    return model
+
+
+@pytest.fixture(scope='module')
+def ab_model():
+    """A model whose L half predicts a = 20, b = -30 everywhere and whose ab half predicts L = 49."""
+    model = timm.create_model('splitbrain_alexnet', **SMALL).eval()
+    _fixed_head(model, 'l_half', ab_bin_centers(), [20.0, -30.0])
+    return _fixed_head(model, 'ab_half', l_bin_centers(), [49.0])
+
+
+def _photo(height=48, width=64, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+# --- colorize: kinds in, same kinds out -----------------------------------------------------------
+
+def test_colorize_pil_keeps_size_and_gives_rgb(model):
+    out = colorize(Image.fromarray(_photo()), model=model)
+    assert isinstance(out, Image.Image) and out.mode == 'RGB' and out.size == (64, 48)
+
+
+def test_colorize_path_gives_pil(model, tmp_path):
+    Image.fromarray(_photo()).convert('L').save(tmp_path / 'grey.jpg')
+    out = colorize(tmp_path / 'grey.jpg', model=model)
+    assert isinstance(out, Image.Image) and out.mode == 'RGB' and out.size == (64, 48)
+
+
+def test_colorize_rgba_keeps_alpha(model):
+    alpha = np.tile(np.arange(64, dtype=np.uint8) * 4, (48, 1))
+    out = colorize(Image.fromarray(np.dstack([_photo(), alpha])), model=model)
+    assert out.mode == 'RGBA'
+    np.testing.assert_array_equal(np.asarray(out)[:, :, 3], alpha)
+
+
+@pytest.mark.parametrize('shape', [(48, 64), (48, 64, 3), (48, 64, 1)])
+def test_colorize_array_gives_rgb_array_of_same_dtype(model, shape):
+    array = _photo()[:, :, :1].reshape(shape) if len(shape) != 3 or shape[2] == 1 else _photo()
+    out = colorize(array, model=model)
+    assert out.dtype == np.uint8 and out.shape == (48, 64, 3)
+    out = colorize(array.astype(np.float32) / 255, model=model)
+    assert out.dtype == np.float32 and out.shape == (48, 64, 3) and 0 <= out.min() and out.max() <= 1
+
+
+@pytest.mark.parametrize('dtype', [torch.uint8, torch.float32])
+def test_colorize_tensor_keeps_rank_dtype_and_is_autograd_usable(model, dtype):
+    batch = (torch.rand(3, 1, 40, 50) * (255 if dtype == torch.uint8 else 1)).to(dtype)
+    out = colorize(batch, model=model)
+    assert out.shape == (3, 3, 40, 50) and out.dtype == dtype
+    assert colorize(batch[0], model=model).shape == (3, 40, 50)
+    if dtype.is_floating_point:
+        weight = torch.ones((), requires_grad=True)
+        (out * weight).sum().backward()  # an inference-mode tensor would refuse this
+        assert weight.grad is not None
+
+
+def test_colorize_list_gives_list_of_each_kind(model):
+    out = colorize([Image.fromarray(_photo()), _photo(20, 30), torch.rand(3, 33, 44)], model=model)
+    assert isinstance(out, list) and isinstance(out[0], Image.Image)
+    assert out[1].shape == (20, 30, 3) and out[2].shape == (3, 33, 44)
+
+
+def test_batch_equals_one_by_one(model):
+    images = [_photo(seed=1), _photo(30, 90, seed=2)]
+    together = colorize(images, model=model)
+    for image, result in zip(images, together):
+        np.testing.assert_array_equal(colorize(image, model=model), result)
+
+
+# --- colorize: reference values -------------------------------------------------------------------
+
+def test_colorize_recombines_predicted_ab_with_full_resolution_lightness(ab_model):
+    # Fine detail (a 1-pixel checkerboard of two greys) at full resolution, ab = (20, -30) predicted.
+    grey = torch.where((torch.arange(96)[:, None] + torch.arange(128)) % 2 == 0, 0.35, 0.6)
+    out = colorize(grey.expand(1, 3, -1, -1).contiguous(), model=ab_model)
+    lab_in, lab_out = rgb_to_lab(grey.expand(1, 3, -1, -1)), rgb_to_lab(out)
+    torch.testing.assert_close(lab_out[:, 0], lab_in[:, 0], atol=1e-3, rtol=0)  # every pixel's L kept
+    torch.testing.assert_close(lab_out[:, 1:], torch.tensor([20.0, -30.0]).view(1, 2, 1, 1).expand(1, 2, 96, 128),
+                               atol=0.05, rtol=0)
+
+
+@pytest.mark.parametrize('half', ['l_half', 'ab_half'])
+def test_running_one_half_equals_the_models_forward_pretext(model, half):
+    lab = rgb_to_lab(torch.rand(2, 3, 128, 128))
+    with torch.no_grad():
+        torch.testing.assert_close(forward_pretext_half(model, lab, half), model.forward_pretext(lab, is_lab=True)[half])
+
+
+def test_colour_photo_is_colorized_from_its_lightness_alone(model):
+    photo = torch.rand(1, 3, 40, 50)
+    lab = rgb_to_lab(photo)
+    grey = lab_to_rgb(torch.cat([lab[:, :1], torch.zeros_like(lab[:, 1:])], 1))
+    torch.testing.assert_close(colorize(photo, model=model), colorize(grey, model=model), atol=2e-4, rtol=0)
+
+
+def test_regression_heads_are_decoded_by_the_regression_scale():
+    model = timm.create_model('splitbrain_alexnet', pretext={'l_half': 'ab_reg', 'ab_half': 'l_reg'}, **SMALL).eval()
+    with torch.no_grad():
+        for half, bias in (('l_half', [0.10, 0.25]), ('ab_half', [0.60])):
+            model.pretext[half].weight.zero_()
+            model.pretext[half].bias.copy_(torch.tensor(bias))
+    lab = rgb_to_lab(colorize(torch.full((1, 3, 32, 32), 0.5), model=model))
+    torch.testing.assert_close(lab[0, 1:, 16, 16], torch.tensor([10.0, 25.0]), atol=0.05, rtol=0)
+    grey = predict_lightness(torch.rand(1, 3, 32, 32), model=model)
+    torch.testing.assert_close(rgb_to_lab(grey.expand(1, 3, -1, -1))[0, 0], torch.full((32, 32), 60.0), atol=0.05, rtol=0)
+
+
+def test_lower_temperature_is_more_saturated(model):
+    photo = _photo(64, 64)
+    chroma = [np.hypot(*rgb_to_lab(colorize(torch.from_numpy(photo).permute(2, 0, 1) / 255.0, model=model,
+                                           temperature=t))[1:].numpy()).mean() for t in (0.1, 1.0)]
+    assert chroma[0] > chroma[1]
+
+
+def test_training_mode_is_restored_and_dropout_is_off(model):
+    model.train()
+    try:
+        first, second = (colorize(torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(0)), model=model)
+                         for _ in range(2))
+        assert model.training
+        torch.testing.assert_close(first, second)
+    finally:
+        model.eval()
+
+
+# --- predict_lightness ----------------------------------------------------------------------------
+
+def test_predict_lightness_gives_grey_at_original_resolution(ab_model):
+    out = predict_lightness(Image.fromarray(_photo(50, 70)), model=ab_model)
+    assert out.mode == 'L' and out.size == (70, 50)
+    expected = lab_to_rgb(torch.tensor([49.0, 0.0, 0.0]).view(1, 3, 1, 1))[0, 0, 0, 0].item() * 255
+    assert np.abs(np.asarray(out).astype(float) - expected).max() <= 1
+    assert predict_lightness(_photo(), model=ab_model).shape == (48, 64)
+    assert predict_lightness(torch.rand(2, 4, 20, 30), model=ab_model).shape == (2, 2, 20, 30)  # grey + alpha
+
+
+# --- argument errors ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize('temperature', [0, -1, 0.001, 11, float('nan'), True, '0.4'])
+def test_bad_temperature(model, temperature):
+    with pytest.raises(InputError, match=r'temperature: expected a number in \[0.01, 10.0\], got'):
+        colorize(_photo(), model=model, temperature=temperature)
+
+
+@pytest.mark.parametrize('size', [0, -5, 10, 5000, (96,), 'big', 96.0])
+def test_bad_size(model, size):
+    with pytest.raises(InputError, match=r'size: expected None, an int or \(height, width\) with sides in \[96, 2048\]'):
+        colorize(_photo(), model=model, size=size)
+
+
+def test_other_network_sizes_work(model):
+    assert colorize(_photo(), model=model, size=(96, 160)).shape == (48, 64, 3)
+
+
+def test_model_without_the_needed_half():
+    unsplit = timm.create_model('alexnet_lab', pretext={'lab': 'lab_reg'})
+    with pytest.raises(InputError, match=r'model: expected a half seeing Lab channels \(0,\) with a pretext head'):
+        colorize(_photo(), model=unsplit)
+
+
+def test_devices():
+    assert resolve_device('cpu') == torch.device('cpu')
+    assert resolve_device(None).type in ('cuda', 'mps', 'cpu')
+    with pytest.raises(InputError, match="device: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got 'gpu0'"):
+        resolve_device('gpu0')
+    if not torch.cuda.is_available():
+        with pytest.raises(InputError, match="device: expected an available device, got 'cuda'"):
+            resolve_device('cuda')
+
+
+def test_device_must_match_a_given_model(model):
+    if torch.cuda.is_available():
+        with pytest.raises(InputError, match='device: expected the device the given model is on'):
+            colorize(_photo(), model=model, device='cuda')
+
+
+def test_colorize_on_each_device(model, device):
+    out = colorize(torch.rand(1, 3, 40, 40, device=device), model=model.to(device))
+    model.to('cpu')
+    assert out.device.type == device.type and out.shape == (1, 3, 40, 40)
+
+
+# --- the model cache and weights ------------------------------------------------------------------
+
+def test_load_model_from_saved_folder_and_bare_file_is_cached(model, tmp_path):
+    splitbrain_hub.save_pretrained(model, tmp_path / 'ckpt')
+    loaded = load_model(tmp_path / 'ckpt', device='cpu')
+    assert load_model(tmp_path / 'ckpt', device='cpu') is loaded and not loaded.training
+    bare = tmp_path / 'bare' / 'weights.safetensors'
+    bare.parent.mkdir()
+    bare.write_bytes((tmp_path / 'ckpt' / 'model.safetensors').read_bytes())
+    photo = _photo()
+    assert load_model(bare).pretrained_cfg['input_size'] == (3, 128, 128)  # a bare file gets the default cfg
+    np.testing.assert_array_equal(colorize(photo, model=load_model(bare), size=96), colorize(photo, model=model))
+    np.testing.assert_array_equal(colorize(photo, model=loaded), colorize(photo, model=model))
+
+
+def test_missing_weights_are_a_weights_error(tmp_path):
+    with pytest.raises(WeightsError, match=r'none\.safetensors: expected a save_pretrained folder or a \.safetensors file, but it does not exist'):
+        load_model(tmp_path / 'none.safetensors')
+
+
+def test_default_model_without_shipped_weights_says_where_it_looked():
+    from splitbrain_hub.weights import shipped_weights_path
+    if shipped_weights_path('splitbrain_alexnet', 'tinyimagenet_128').is_file():
+        pytest.skip('the release weights are shipped: the default model loads')
+    with pytest.raises(WeightsError, match='no pretrained weights for .*shipped file'):
+        colorize(_photo())
+
+
+# --- extract_features -----------------------------------------------------------------------------
+
+def test_feature_shapes_at_227(model):
+    features = extract_features(torch.rand(2, 3, 227, 227), model=model, size=227)
+    assert {k: tuple(v.shape) for k, v in features.items()} == {
+        'conv1': (2, 96, 55, 55), 'conv2': (2, 256, 27, 27), 'conv3': (2, 384, 13, 13),
+        'conv4': (2, 384, 13, 13), 'conv5': (2, 256, 13, 13)}
+
+
+def test_features_equal_the_models_intermediates(model):
+    images = torch.rand(5, 3, 128, 128)
+    features = extract_features(images, ['conv4', 'conv2'], model=model, size=128, batch_size=2)
+    assert list(features) == ['conv4', 'conv2']
+    with torch.no_grad():
+        conv2, conv4 = model.forward_intermediates(images, indices=[1, 3], intermediates_only=True)
+    torch.testing.assert_close(features['conv4'], conv4)
+    torch.testing.assert_close(features['conv2'], conv2)
+
+
+def test_features_pool_resizes_and_mixed_inputs_are_resized(model):
+    features = extract_features([_photo(), Image.fromarray(_photo(100, 80)).convert('L')], ['conv1', 'conv5'],
+                                pool=(3, 4), model=model)
+    assert features['conv1'].shape == (2, 96, 3, 4) and features['conv5'].shape == (2, 256, 3, 4)
+    probe = torch.nn.Linear(256 * 12, 2)
+    probe(features['conv5'].flatten(1)).sum().backward()  # usable as a linear probe's input
+    assert probe.weight.grad is not None
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(layers=['conv6']), r"layers: expected distinct names from \['conv1', .*\], got \['conv6'\]"),
+    (dict(layers='conv1'), 'layers: expected distinct names'),
+    (dict(layers=['conv1', 'conv1']), 'layers: expected distinct names'),
+    (dict(layers=[]), 'layers: expected distinct names'),
+    (dict(pool=0), r'pool: expected None, an int >= 1 or \(height, width\), got 0'),
+    (dict(pool=(2, 2, 2)), 'pool: expected None'),
+    (dict(batch_size=0), 'batch_size: expected an int >= 1, got 0'),
+])
+def test_feature_argument_errors(model, kwargs, message):
+    with pytest.raises(InputError, match=message):
+        extract_features(_photo(), model=model, **kwargs)
