@@ -144,7 +144,7 @@ def _blob(data: memoryview, what: str) -> torch.Tensor:
             if wire != LENGTH_DELIMITED:
                 _expect_wire(number, wire, _VALUE_WIRE[dtype.itemsize], what)
             if len(value) % dtype.itemsize:
-                raise ConversionError(f'{what}: expected packed values of {dtype.itemsize} bytes, got {len(value)} bytes')
+                raise ConversionError(f'{what}: expected values of {dtype.itemsize} bytes each, got {len(value)} bytes')
             chunks[number].append(np.frombuffer(value, dtype=dtype))
         # anything else (diff, double_diff, unknown fields) is not needed
     filled = [number for number, parts in chunks.items() if parts]
@@ -342,7 +342,8 @@ class CaffeConversion:
         if self.forced:
             out.append(f'  FORCED: cross-half weights dropped in {self.forced}: not the same function as the release')
         out.append(f'  pool5 stride {self.pool5_stride}: conv1..conv5 match the release; fc6/fc7 '
-                   + ('match it too' if self.pool5_stride == 2 else 'see a finer pool5 grid than in the release'))
+                   + ('match it too' if self.pool5_stride == 2 else
+                      "differ from it (stride-1 pool5; load with pool5_stride=2 for the release's fc6/fc7)"))
         return out
 
 

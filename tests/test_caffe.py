@@ -8,7 +8,6 @@ facts with ``torch.nn.functional`` on the Caffe blobs themselves, not from our m
 import json
 import shutil
 import struct
-import time
 
 import numpy as np
 import pytest
@@ -254,9 +253,10 @@ def test_report_and_config(converted):
         assert config['pretrained_cfg']['input_size'] == [3, 227, 227]
         assert 'hf_hub_id' not in config['pretrained_cfg']
         assert config['converted_from']['encoding'] == encoding
-    pool5 = {e: json.loads((r.weights_path.parent / 'config.json').read_text()) for e, r in converted.items()}
-    assert pool5['layer']['model_args']['pool5_stride'] == 1 and pool5['layer']['pretrained_cfg']['pool_size'] == [13, 13]
-    assert pool5['layers']['model_args']['pool5_stride'] == 2 and pool5['layers']['pretrained_cfg']['pool_size'] == [6, 6]
+    configs = {e: json.loads((r.weights_path.parent / 'config.json').read_text()) for e, r in converted.items()}
+    for encoding, stride, grid in (('layer', 1, [13, 13]), ('layers', 2, [6, 6])):
+        assert configs[encoding]['model_args']['pool5_stride'] == stride
+        assert configs[encoding]['pretrained_cfg']['pool_size'] == grid
 
 
 def test_both_encodings_give_the_same_weights(converted):
@@ -301,10 +301,12 @@ def test_blob_with_wrong_value_count(tmp_path):
 
 def test_another_network(tmp_path):
     """A caffemodel of another net (here: only an AlexNet-like conv1 and fc8) names what is missing."""
-    other = {'conv1': [torch.zeros(96, 3, 11, 11), torch.zeros(96)], 'fc8': [torch.zeros(1000, 4096), torch.zeros(1000)]}
+    other = {'conv1': [torch.zeros(96, 3, 11, 11), torch.zeros(96)],
+             'fc8': [torch.zeros(1000, 4096), torch.zeros(1000)]}
     path = tmp_path / 'other.caffemodel'
     path.write_bytes(encode_net(other))
-    with pytest.raises(ConversionError, match=r"missing weighted layers \['data_lab', 'conv2'.*found \['conv1', 'fc8'\]"):
+    missing = r"missing weighted layers \['data_lab', 'conv2'.*found \['conv1', 'fc8'\]"
+    with pytest.raises(ConversionError, match=missing):
         convert_caffe(path, tmp_path / 'out')
 
 
@@ -317,8 +319,9 @@ def test_wrong_shapes(release, tmp_path):
     tiny['conv3'] = [torch.zeros(384, 128, 3, 3), torch.zeros(384)]
     path = tmp_path / 'shapes.caffemodel'
     path.write_bytes(encode_net(tiny))
-    with pytest.raises(ConversionError, match=r'conv3: expected blobs of shapes \[\(384, 256, 3, 3\), \(384,\)\] \(weight, bias\), '
-                                              r'got \[\(384, 128, 3, 3\), \(384,\)\]'):
+    message = (r'conv3: expected blobs of shapes \[\(384, 256, 3, 3\), \(384,\)\] \(weight, bias\), '
+               r'got \[\(384, 128, 3, 3\), \(384,\)\]')
+    with pytest.raises(ConversionError, match=message):
         convert_caffe(path, tmp_path / 'out')
 
 
@@ -342,7 +345,8 @@ def test_cross_half_weights_refused_unless_forced(files, release, scratch):
     data[at:at + 4] = struct.pack('<f', 0.01)
     path = scratch / 'mixed.caffemodel'
     path.write_bytes(data)
-    with pytest.raises(ConversionError, match=r'expected zero weights between the L and ab halves.*conv3 0\.01 .*--force'):
+    refusal = r'expected zero weights between the L and ab halves.*conv3 0\.01 .*--force'
+    with pytest.raises(ConversionError, match=refusal):
         convert_caffe(path, scratch / 'out')
     assert not (scratch / 'out').exists()
     report = convert_caffe(path, scratch / 'out', force=True)
