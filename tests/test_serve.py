@@ -350,3 +350,97 @@ def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones(small_server):
     assert status == 200 and Image.open(io.BytesIO(body)).size == (160, 120)
     assert small_server.process.wait(15) in (0, -signal.SIGTERM)
     assert 'Traceback' not in small_server.log.read_text()
+
+
+# --- the web page in a real browser ---------------------------------------------------------------
+
+CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+                 '--disable-background-networking', '--disable-component-update', '--disable-sync']
+
+
+def test_page_is_served_with_no_outside_assets(server):
+    page = server.client.get('/')
+    assert page.status_code == 200 and page.headers['content-type'].startswith('text/html')
+    script = server.client.get('/static/app.js')
+    assert script.status_code == 200
+    for text in (page.text, script.text, server.client.get('/static/style.css').text):
+        assert 'http://' not in text and 'https://' not in text and '//cdn' not in text
+
+
+def _chroma(page, selector: str) -> float:
+    """Mean (max - min) over RGB of the pixels of an <img>, read back through a canvas in the page."""
+    return page.evaluate('''(selector) => {
+        const img = document.querySelector(selector);
+        const canvas = document.createElement('canvas');
+        canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+        const context = canvas.getContext('2d');
+        context.drawImage(img, 0, 0);
+        const d = context.getImageData(0, 0, canvas.width, canvas.height).data;
+        let sum = 0;
+        for (let i = 0; i < d.length; i += 4) sum += Math.max(d[i], d[i+1], d[i+2]) - Math.min(d[i], d[i+1], d[i+2]);
+        return sum / (d.length / 4);
+    }''', selector)
+
+
+def _result_image(page) -> Image.Image:
+    """The result image the page shows, fetched back from its object URL."""
+    data = page.evaluate('''async () => {
+        const blob = await (await fetch(document.querySelector('#result').src)).blob();
+        return await new Promise((done) => {
+            const reader = new FileReader();
+            reader.onload = () => done(reader.result.split(',')[1]);
+            reader.readAsDataURL(blob);
+        });
+    }''')
+    import base64
+    return Image.open(io.BytesIO(base64.b64decode(data)))
+
+
+def _same_pixels(a: Image.Image, b: Image.Image) -> bool:
+    return a.size == b.size and np.abs(np.asarray(a, dtype=int) - np.asarray(b, dtype=int)).max() <= 1
+
+
+def test_page_colorizes_a_photo_in_headless_chromium(server, tmp_path):
+    if not CHROMIUM.is_file():
+        pytest.skip(f'no Chromium at {CHROMIUM} (Debian: apt-get install -y chromium)')
+    sync_playwright = pytest.importorskip('playwright.sync_api').sync_playwright
+    skimage_data = pytest.importorskip('skimage.data')
+    upload = tmp_path / 'astronaut.png'
+    Image.fromarray(skimage_data.astronaut()).save(upload)
+    posts = []  # (status of each /v1/colorize answer)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={'width': 1280, 'height': 720})
+            page.on('response', lambda r: posts.append(r.status) if r.url.endswith('/v1/colorize') else None)
+            page.goto(server.url + '/')
+            page.set_input_files('#file', str(upload))
+            page.wait_for_function("document.querySelector('#result').naturalWidth > 0", timeout=30_000)
+            size = page.evaluate("[document.querySelector('#result').naturalWidth, document.querySelector('#result').naturalHeight]")
+            assert size == [512, 512]
+            assert _chroma(page, '#result') > 3  # a colour image, not grey
+            first_result = page.get_attribute('#result', 'src')
+            first_image = _result_image(page)
+
+            # Drag the slider to its right end: one 'change' on release re-runs the request.
+            box = page.locator('#temperature').bounding_box()
+            page.mouse.move(box['x'] + box['width'] * 0.4, box['y'] + box['height'] / 2)
+            page.mouse.down()
+            page.mouse.move(box['x'] + box['width'] - 1, box['y'] + box['height'] / 2, steps=5)
+            page.mouse.up()
+            page.wait_for_function(f"document.querySelector('#result').src !== {first_result!r}", timeout=30_000)
+            assert page.input_value('#temperature') == '1'
+            assert 'temperature 1 ' in page.text_content('#status')
+            assert page.get_attribute('#download', 'aria-disabled') == 'false'
+            second_image = _result_image(page)
+            page.screenshot(path=str(tmp_path / 'page.png'))
+        finally:
+            browser.close()
+    assert posts == [200, 200]  # the upload, then the slider's re-run
+    # What the page showed is what the API gives at the slider's temperatures.
+    for temperature, shown in (('0.38', first_image), ('1', second_image)):
+        answer = server.client.post('/v1/colorize', files={'image': ('a.png', upload.read_bytes())},
+                                    data={'temperature': temperature})
+        assert _same_pixels(decoded(answer), shown), temperature
+    assert not _same_pixels(first_image, second_image)
+    assert (tmp_path / 'page.png').stat().st_size > 10_000
