@@ -89,8 +89,10 @@ def read_image(path: Union[str, Path]) -> Image.Image:
     except UnidentifiedImageError as e:
         raise InputError(f'{path}: expected an image file Pillow can read (JPEG, PNG, ...), '
                          'got data it cannot identify') from e
-    except OSError as e:
-        raise InputError(f'{path}: cannot be read ({e})') from e
+    except PermissionError as e:
+        raise InputError(f'{path}: expected a readable file, got permission denied') from e
+    except OSError as e:  # e.g. a header cut short
+        raise InputError(f'{path}: truncated or corrupt image data ({type(e).__name__}: {e})') from e
     with image:
         width, height = image.size
         _check_side(str(path), width, height)

@@ -1,0 +1,187 @@
+"""cli.py: the splitbrain-hub command on folders of good and bad files, resuming, atomic outputs, exit codes.
+
+A randomly initialised checkpoint (saved with save_pretrained, at the network's smallest input size to keep
+the runs short) stands in for the release: these tests check files, messages and exit codes.
+"""
+import io
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+import splitbrain_hub
+from splitbrain_hub import cli
+from splitbrain_hub.weights import sha256_of
+
+
+@pytest.fixture(scope='module')
+def weights(tmp_path_factory):
+    torch.manual_seed(0)
+    model = timm.create_model('splitbrain_alexnet', pretrained_cfg_overlay=dict(input_size=(3, 96, 96)))
+    folder = tmp_path_factory.mktemp('ckpt')
+    splitbrain_hub.save_pretrained(model, folder)
+    return folder
+
+
+def _photo(path, size=(40, 30), mode='RGB', seed=0):
+    rng = np.random.default_rng(seed)
+    Image.fromarray(rng.integers(0, 256, (size[1], size[0], 4), dtype=np.uint8), 'RGBA').convert(mode).save(path)
+    return path
+
+
+@pytest.fixture
+def folder(tmp_path):
+    """Two good images, one in a subfolder, three bad ones and a non-image file."""
+    inputs = tmp_path / 'in'
+    (inputs / 'sub').mkdir(parents=True)
+    _photo(inputs / 'a.jpg')
+    _photo(inputs / 'b.png', (36, 28), 'RGBA')
+    _photo(inputs / 'sub' / 'c.png', (30, 30), 'L')
+    (inputs / 'bad.jpg').write_text('not a photo')
+    (inputs / 'empty.png').touch()
+    buffer = io.BytesIO()
+    Image.new('RGB', (64, 64), (200, 10, 10)).save(buffer, 'JPEG')
+    (inputs / 'cut.jpg').write_bytes(buffer.getvalue()[:300])
+    (inputs / 'notes.txt').write_text('ignored: not an image suffix')
+    return inputs
+
+
+def _run(capsys, *argv):
+    status = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def test_folder_with_good_and_bad_files(folder, weights, tmp_path, capsys):
+    out_dir = tmp_path / 'out'
+    status, out, err = _run(capsys, 'colorize', folder, '-o', out_dir, '--weights', weights, '--batch-size', 2)
+    assert status == 1
+    assert 'colorize: 2 done, 0 skipped (outputs exist), 3 failed' in out
+    assert f'{folder / "bad.jpg"}: expected an image file Pillow can read' in err
+    assert f'{folder / "empty.png"}: expected an image file, got an empty (0-byte) file' in err
+    assert f'{folder / "cut.jpg"}: truncated or corrupt image data' in err
+    assert sorted(p.name for p in out_dir.iterdir()) == ['a.png', 'b.png']  # no subfolder without -r
+    a, b = Image.open(out_dir / 'a.png'), Image.open(out_dir / 'b.png')
+    assert (a.mode, a.size, b.mode, b.size) == ('RGB', (40, 30), 'RGBA', (36, 28))
+    np.testing.assert_array_equal(np.asarray(b)[:, :, 3], np.asarray(Image.open(folder / 'b.png'))[:, :, 3])
+    assert oct((out_dir / 'a.png').stat().st_mode & 0o777) == oct(0o666 & ~cli._UMASK)
+
+    # Recursive: the subfolder's image is added under its relative path, done ones are skipped.
+    status, out, _ = _run(capsys, 'colorize', folder, '-r', '-o', out_dir, '--weights', weights)
+    assert status == 1 and 'colorize: 1 done, 2 skipped (outputs exist), 3 failed' in out
+    assert Image.open(out_dir / 'sub' / 'c.png').size == (30, 30)
+
+
+def test_all_good_inputs_exit_zero_and_overwrite_redoes(folder, weights, tmp_path, capsys):
+    out_dir = tmp_path / 'out'
+    args = ['colorize', folder / 'a.jpg', str(folder / '*.png'), '-o', out_dir, '--weights', weights]
+    status, out, err = _run(capsys, *args)
+    assert status == 1 and 'empty.png' in err  # the glob matched the empty file
+    status, out, _ = _run(capsys, 'colorize', folder / 'a.jpg', folder / 'b.png', '-o', out_dir, '--weights', weights)
+    assert status == 0 and 'colorize: 0 done, 2 skipped' in out
+    before = (out_dir / 'a.png').stat().st_mtime_ns
+    time.sleep(0.01)
+    status, out, _ = _run(capsys, 'colorize', folder / 'a.jpg', '-o', out_dir, '--weights', weights, '--overwrite',
+                          '--temperature', '0.2')
+    assert status == 0 and 'colorize: 1 done, 0 skipped, 0 failed' in out.replace(' (outputs exist)', '')
+    assert (out_dir / 'a.png').stat().st_mtime_ns > before
+
+
+def test_missing_input_and_unmatched_glob_are_failures(weights, tmp_path, capsys):
+    status, out, err = _run(capsys, 'lightness', tmp_path / 'nothere.jpg', str(tmp_path / 'none*.png'),
+                            '-o', tmp_path / 'out', '--weights', weights)
+    assert status == 1 and '0 done, 0 skipped (outputs exist), 2 failed' in out
+    assert 'nothere.jpg: expected an image file, but no such file exists' in err
+    assert 'none*.png: no such file, folder or matching file' in err
+
+
+def test_lightness_writes_grey(folder, weights, tmp_path, capsys):
+    status, _, _ = _run(capsys, 'lightness', folder / 'a.jpg', '-o', tmp_path / 'out', '--weights', weights)
+    assert status == 0 and Image.open(tmp_path / 'out' / 'a.png').mode == 'L'
+
+
+def test_features_safetensors_and_npy(folder, weights, tmp_path, capsys):
+    status, out, _ = _run(capsys, 'features', folder / 'a.jpg', folder / 'b.png', '-o', tmp_path / 'st',
+                          '--weights', weights, '--size', 128)
+    assert status == 0 and 'features: 2 done' in out
+    tensors = load_file(str(tmp_path / 'st' / 'a.safetensors'))
+    assert {k: tuple(v.shape) for k, v in tensors.items()} == {
+        'conv1': (96, 30, 30), 'conv2': (256, 14, 14), 'conv3': (384, 6, 6), 'conv4': (384, 6, 6),
+        'conv5': (256, 6, 6)}
+    status, _, _ = _run(capsys, 'features', folder / 'a.jpg', '-o', tmp_path / 'npy', '--weights', weights,
+                        '--format', 'npy', '--layers', 'conv5', 'conv2', '--pool', 3)
+    assert status == 0
+    assert sorted(p.name for p in (tmp_path / 'npy').iterdir()) == ['a.conv2.npy', 'a.conv5.npy']
+    assert np.load(tmp_path / 'npy' / 'a.conv2.npy').shape == (256, 3, 3)
+
+
+def test_info_names_the_weights_and_their_hash(weights, capsys):
+    status, out, _ = _run(capsys, 'info', '--weights', weights)
+    assert status == 0
+    assert f'splitbrain-hub {splitbrain_hub.__version__}' in out and 'device: cpu' in out.replace('cuda', 'cpu')
+    assert f'weights: {weights / "model.safetensors"}' in out
+    assert f'sha256: {sha256_of(weights / "model.safetensors")}' in out
+
+
+def test_usage_errors_exit_two(folder, weights, tmp_path, capsys):
+    status, _, err = _run(capsys, 'colorize', folder, '-o', tmp_path / 'o', '--weights', tmp_path / 'none')
+    assert status == 2 and 'error: ' in err and 'does not exist' in err
+    _photo(tmp_path / 'a.png')
+    status, _, err = _run(capsys, 'colorize', folder / 'a.jpg', tmp_path / 'a.png', '-o', tmp_path / 'o',
+                          '--weights', weights)
+    assert status == 2 and 'both would be written to' in err
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(['colorize', str(folder), '-o', str(tmp_path), '--batch-size', '0'])
+    assert exit_info.value.code == 2
+
+
+def test_max_pixels_refuses_large_images(folder, weights, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', Image.MAX_IMAGE_PIXELS)  # main() sets it: restore after
+    status, _, err = _run(capsys, 'colorize', folder / 'a.jpg', '-o', tmp_path / 'o', '--weights', weights,
+                          '--max-pixels', 1000)
+    assert status == 1 and 'image is 40x30 = 1,200 pixels, more than the decompression-bomb limit of 1,000' in err
+
+
+def test_a_new_subcommand_is_one_table_entry(monkeypatch, capsys):
+    def add_arguments(parser):
+        parser.add_argument('--name', default='world')
+    monkeypatch.setitem(cli.COMMANDS, 'hello', cli.Command('say hello', add_arguments,
+                                                           lambda args: print(f'hello {args.name}') or 3))
+    assert _run(capsys, 'hello', '--name', 'brain')[:2] == (3, 'hello brain\n')
+
+
+def test_killed_run_leaves_no_partial_file_and_a_rerun_finishes(weights, tmp_path):
+    inputs, out_dir = tmp_path / 'in', tmp_path / 'out'
+    inputs.mkdir()
+    count = 40
+    for i in range(count):
+        _photo(inputs / f'{i:02d}.png', (64, 48), seed=i)
+    command = [sys.executable, '-m', 'splitbrain_hub.cli', 'colorize', str(inputs), '-o', str(out_dir),
+               '--weights', str(weights), '--batch-size', '1']
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 60
+    while not (out_dir.is_dir() and any(out_dir.glob('*.png'))):
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, 'no output within 60 s'
+        time.sleep(0.002)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    written = sorted(out_dir.glob('*.png'))
+    assert 1 <= len(written) < count, 'the run was not killed mid-way'
+    for path in written:  # every file at an output path is a complete image
+        with Image.open(path) as image:
+            image.load()
+            assert image.size == (64, 48)
+
+    rerun = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f'colorize: {count - len(written)} done, {len(written)} skipped (outputs exist), 0 failed' in rerun.stdout
+    assert sorted(p.name for p in out_dir.iterdir()) == [f'{i:02d}.png' for i in range(count)]  # no temporaries
