@@ -19,9 +19,12 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
 
-__all__ = ['ImageBatch', 'MIN_SIDE', 'read_image', 'load_batch', 'load_batches', 'to_output']
+__all__ = ['ImageBatch', 'MIN_SIDE', 'SAMPLE_PHOTO', 'read_image', 'load_batch', 'load_batches', 'to_output']
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
+
+# A photo the package ships (CC0, see assets/README.md): something to try the model on.
+SAMPLE_PHOTO = Path(__file__).parent / 'assets' / 'coffee.jpg'
 
 # A side of 0 or 1 pixel has no neighbourhood for the network to read: refused.
 MIN_SIDE = 2
