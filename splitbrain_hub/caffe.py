@@ -309,15 +309,16 @@ class LayerSplit:
         return self.cross_half_max <= CROSS_HALF_TOLERANCE * self.weight_max
 
 
-def _span(indices: List[int]) -> str:
-    """[0, 1, 2, 5] -> '0-2, 5': channel lists as a person reads them."""
+def _span(indices: List[int], most: int = 4) -> str:
+    """[0, 1, 2, 5] -> '0-2, 5': channel lists as a person reads them (scattered ones abbreviated)."""
     runs: List[List[int]] = []
     for i in indices:
         if runs and i == runs[-1][1] + 1:
             runs[-1][1] = i
         else:
             runs.append([i, i])
-    return ', '.join(f'{a}-{b}' if a != b else f'{a}' for a, b in runs)
+    text = ', '.join(f'{a}-{b}' if a != b else f'{a}' for a, b in runs[:most])
+    return text if len(runs) <= most else f'{text}, ... ({len(indices)} channels in {len(runs)} runs)'
 
 
 @dataclass

@@ -211,6 +211,13 @@ def _run_info(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_convert_caffe(args: argparse.Namespace) -> int:
+    from .caffe import convert_caffe
+    report = convert_caffe(args.caffemodel, args.output_dir, force=args.force, pool5_stride=args.pool5_stride)
+    print('\n'.join(report.lines()))
+    return EXIT_OK
+
+
 # --- arguments ------------------------------------------------------------------------------------
 
 def _positive_int(text: str) -> int:
@@ -252,6 +259,16 @@ def _feature_arguments(parser: argparse.ArgumentParser) -> None:
                         help='one .safetensors per image (all layers) or one .npy per image and layer')
 
 
+def _convert_caffe_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument('caffemodel', type=Path, metavar='FILE', help='the binary .caffemodel')
+    parser.add_argument('-o', '--output-dir', type=Path, required=True, metavar='DIR',
+                        help='where model.safetensors and config.json go')
+    parser.add_argument('--force', action='store_true',
+                        help='convert even if weights connect the L and ab halves (they are dropped)')
+    parser.add_argument('--pool5-stride', type=int, choices=(1, 2), default=1,
+                        help="1 keeps the conv5 grid (default); 2 is the release's pool5 (needed for its fc6/fc7)")
+
+
 COMMANDS: Dict[str, Command] = {
     'colorize': Command('colorize images from their lightness (L half): PNG per image',
                         _prediction_arguments, _image_command(colorize)),
@@ -260,6 +277,8 @@ COMMANDS: Dict[str, Command] = {
     'features': Command('extract conv1..conv5 features per image (.safetensors or .npy)',
                         _feature_arguments, _run_features),
     'info': Command('version, weights file and sha256, device', _model_arguments, _run_info),
+    'convert-caffe': Command("convert the authors' Caffe .caffemodel to a save_pretrained folder",
+                             _convert_caffe_arguments, _run_convert_caffe),
 }
 
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from splitbrain_hub import ConversionError, load_pretrained
 from splitbrain_hub.caffe import convert_caffe, read_caffemodel
+from splitbrain_hub.cli import main
 from splitbrain_hub.color import rgb_to_lab
 
 # --- a protobuf encoder for NetParameter (field numbers from BVLC caffe.proto) --------------------
@@ -247,7 +248,8 @@ def test_report_and_config(converted):
             assert layer.channels['l_half'] == L_CHANNELS[layer.name]
             assert layer.cross_half_max == 0.0 and layer.weight_max > 0
         assert report.ignored == [] and report.forced == []
-        assert 'l_half = Caffe channels 48-95' in '\n'.join(report.lines())
+        text = '\n'.join(report.lines())
+        assert 'l_half = Caffe channels 48-95' in text and '(2048 channels in 2048 runs)' in text
         config = json.loads((report.weights_path.parent / 'config.json').read_text())
         assert config['model_args']['pretext'] == {}
         assert config['pretrained_cfg']['input_size'] == [3, 227, 227]
@@ -334,7 +336,7 @@ def test_non_finite_weights(release, tmp_path):
         convert_caffe(path, tmp_path / 'out')
 
 
-def test_cross_half_weights_refused_unless_forced(files, release, scratch):
+def test_cross_half_weights_refused_unless_forced(files, release, scratch, capsys):
     # One weight of conv3's L filter 0 on an ab channel of conv2 (0..127 are ab), patched into a copy
     # of the synthetic file where that weight's float32 lies (quicker than encoding 230 MB again).
     data = bytearray(files['layer'].read_bytes())
@@ -349,12 +351,21 @@ def test_cross_half_weights_refused_unless_forced(files, release, scratch):
     with pytest.raises(ConversionError, match=refusal):
         convert_caffe(path, scratch / 'out')
     assert not (scratch / 'out').exists()
-    report = convert_caffe(path, scratch / 'out', force=True)
-    assert report.forced == ['conv3']
-    assert {layer.name: layer.cross_half_max for layer in report.layers}['conv3'] == pytest.approx(0.01)
-    assert any('FORCED' in line for line in report.lines())
+    # Forced, through the command line: it prints the report.
+    assert main(['convert-caffe', str(path), '-o', str(scratch / 'out'), '--force']) == 0
+    printed = capsys.readouterr().out
+    assert "FORCED: cross-half weights dropped in ['conv3']" in printed
+    assert 'conv3: largest cross-half weight 0.01 ' in printed
+    assert (scratch / 'out' / 'model.safetensors').is_file()
 
 
 def test_bad_pool5_stride(files, tmp_path):
     with pytest.raises(ConversionError, match='pool5_stride: expected one of'):
         convert_caffe(files['layer'], tmp_path / 'out', pool5_stride=3)
+
+
+def test_cli_refusal_exit_status(tmp_path, capsys):
+    path = tmp_path / 'empty.caffemodel'
+    path.write_bytes(b'')
+    assert main(['convert-caffe', str(path), '-o', str(tmp_path / 'out')]) == 2
+    assert 'error: ' in capsys.readouterr().err and not (tmp_path / 'out').exists()
