@@ -3,7 +3,7 @@ micro-batching, overload, readiness, SIGTERM drain, the web page in headless Chr
 
 A random-init checkpoint written by the test stands in for the released weights: these tests check the
 service, not the quality of the colours. Two servers run: ``server`` (default limits, a small upload
-limit) and ``small_server`` (a queue of 2, for overload and SIGTERM, which ends it).
+limit) and ``small_server`` (a queue of 2, for overload and SIGTERM, which ends it; its tests run last).
 """
 import concurrent.futures
 import io
@@ -24,6 +24,8 @@ from PIL import Image
 
 httpx = pytest.importorskip('httpx', reason='the serve tests need httpx (pip install splitbrain-hub[test])')
 pytest.importorskip('fastapi', reason="the serve tests need the serve extra (pip install 'splitbrain-hub[serve]')")
+schemathesis = pytest.importorskip('schemathesis', reason='the API fuzz needs schemathesis (pip install splitbrain-hub[test])')
+from hypothesis import HealthCheck, settings  # noqa: E402  (schemathesis depends on hypothesis)
 
 import splitbrain_hub  # noqa: E402
 from splitbrain_hub.inference import load_model  # noqa: E402
@@ -141,13 +143,12 @@ def weights(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope='module')
 def servers(weights, tmp_path_factory):
-    """Both servers, started together (each takes seconds to import torch and load the model)."""
+    """Both servers. The second starts once the first is ready and loads while the first one's tests run."""
     tmp = tmp_path_factory.mktemp('servers')
-    started = {
-        'server': Server(tmp, weights, '--max-upload-bytes', str(UPLOAD_LIMIT), '--max-wait-ms', '50'),
-        # A queue of 2 and one image per pass: easy to overload. The SIGTERM test ends it.
-        'small_server': Server(tmp, weights, '--max-queue', '2', '--max-batch', '1'),
-    }
+    started = {'server': Server(tmp, weights, '--max-upload-bytes', str(UPLOAD_LIMIT), '--max-wait-ms', '50')}
+    started['server'].wait_ready()
+    # A queue of 2 and one image per pass: easy to overload. The SIGTERM test ends it.
+    started['small_server'] = Server(tmp, weights, '--max-queue', '2', '--max-batch', '1')
     yield started
     for server in started.values():
         server.stop()
@@ -155,7 +156,7 @@ def servers(weights, tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def server(servers):
-    return servers['server'].wait_ready()
+    return servers['server']
 
 
 @pytest.fixture(scope='module')
@@ -282,7 +283,7 @@ def test_malformed_requests_get_json_errors(server):
     assert server.healthy()
 
 
-# --- micro-batching and overload ------------------------------------------------------------------
+# --- micro-batching ------------------------------------------------------------------------------
 
 def test_concurrent_requests_share_forward_passes_and_get_their_own_results(server):
     sizes = [(96 + 8 * i, 64 + 4 * i) for i in range(8)]
@@ -294,62 +295,6 @@ def test_concurrent_requests_share_forward_passes_and_get_their_own_results(serv
     assert all(r.status_code == 200 for r in responses), [r.text for r in responses if r.status_code != 200]
     assert [decoded(r).size for r in responses] == sizes  # each request got its own image back
     assert max(int(r.headers['x-batch-size']) for r in responses) > 1  # and they were batched
-
-
-def test_full_queue_answers_503_with_retry_after(small_server):
-    body = encoded(photo(640, 480), 'JPEG')
-
-    def colorize(_):
-        return small_server.client.post('/v1/colorize', files={'image': ('p.jpg', body)})
-    with concurrent.futures.ThreadPoolExecutor(12) as pool:
-        responses = list(pool.map(colorize, range(12)))
-    statuses = sorted(r.status_code for r in responses)
-    assert set(statuses) == {200, 503}, statuses
-    for response in responses:
-        if response.status_code == 503:
-            assert_json_error(response, 503, 'overloaded')
-            assert response.headers['retry-after'] == '1'
-    assert small_server.healthy()
-
-
-def _start_held_request(server: Server):
-    """A colorize request whose body is sent but for its last bytes: in flight until they come."""
-    boundary = 'held'
-    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="p.png"\r\n'
-            f'Content-Type: image/png\r\n\r\n').encode() + encoded(photo()) + f'\r\n--{boundary}--\r\n'.encode()
-    head = (f'POST /v1/colorize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n'
-            f'Content-Type: multipart/form-data; boundary={boundary}\r\nConnection: close\r\n\r\n').encode()
-    sock = socket.create_connection(('127.0.0.1', server.port), timeout=30)
-    sock.sendall(head + body[:-10])
-    return sock, body[-10:]
-
-
-def _read_http_response(sock: socket.socket):
-    data = b''
-    while chunk := sock.recv(65536):
-        data += chunk
-    head, _, body = data.partition(b'\r\n\r\n')
-    return int(head.split()[1]), body
-
-
-def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones(small_server):
-    held, rest = _start_held_request(small_server)
-    time.sleep(0.3)  # let the server start reading it
-    small_server.process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while small_server.client.get('/readyz').status_code != 503:  # the handler runs between bytecodes
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    assert_json_error(small_server.client.get('/readyz'), 503, 'shutting_down')
-    refused = small_server.client.post('/v1/colorize', files={'image': ('p.png', encoded(photo()))})
-    assert_json_error(refused, 503, 'shutting_down')
-    assert small_server.process.poll() is None  # still waiting for the held request
-    held.sendall(rest)
-    status, body = _read_http_response(held)
-    held.close()
-    assert status == 200 and Image.open(io.BytesIO(body)).size == (160, 120)
-    assert small_server.process.wait(15) in (0, -signal.SIGTERM)
-    assert 'Traceback' not in small_server.log.read_text()
 
 
 # --- the web page in a real browser ---------------------------------------------------------------
@@ -444,3 +389,90 @@ def test_page_colorizes_a_photo_in_headless_chromium(server, tmp_path):
         assert _same_pixels(decoded(answer), shown), temperature
     assert not _same_pixels(first_image, second_image)
     assert (tmp_path / 'page.png').stat().st_size > 10_000
+
+
+# --- API fuzz -------------------------------------------------------------------------------------
+
+FUZZ_EXAMPLES = 30  # per operation
+
+
+def test_fuzzed_requests_never_get_a_5xx(server):
+    """schemathesis cases from the server's own OpenAPI schema, every operation: no answer is a 5xx.
+
+    (Driven through hypothesis directly: schemathesis' pytest plugin does not run under pytest 9.)
+    """
+    from hypothesis import given
+    from schemathesis.checks import not_a_server_error
+    schema = schemathesis.openapi.from_url(server.url + '/openapi.json')
+    operations = [result.ok() for result in schema.get_all_operations()]
+    statuses = {}
+    for operation in operations:
+        @settings(max_examples=FUZZ_EXAMPLES, deadline=None, derandomize=True, database=None,
+                  suppress_health_check=list(HealthCheck))
+        @given(case=operation.as_strategy())
+        def fuzz(case):
+            response = case.call_and_validate(checks=[not_a_server_error], timeout=30)
+            statuses.setdefault(operation.label, []).append(response.status_code)
+        fuzz()
+    assert {o.label for o in operations} == set(statuses) and len(operations) == 6
+    print(f'\nAPI fuzz: {sum(map(len, statuses.values()))} requests: '
+          + '; '.join(f'{label}: {len(codes)} ({sorted(set(codes))})' for label, codes in statuses.items()))
+    assert server.healthy()
+
+
+# --- overload and SIGTERM (last: they use the second server, which loaded meanwhile) ------------
+
+def test_full_queue_answers_503_with_retry_after(small_server):
+    body = encoded(photo(640, 480), 'JPEG')
+
+    def colorize(_):
+        return small_server.client.post('/v1/colorize', files={'image': ('p.jpg', body)})
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        responses = list(pool.map(colorize, range(12)))
+    statuses = sorted(r.status_code for r in responses)
+    assert set(statuses) == {200, 503}, statuses
+    for response in responses:
+        if response.status_code == 503:
+            assert_json_error(response, 503, 'overloaded')
+            assert response.headers['retry-after'] == '1'
+    assert small_server.healthy()
+
+
+def _start_held_request(server: Server):
+    """A colorize request whose body is sent but for its last bytes: in flight until they come."""
+    boundary = 'held'
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="p.png"\r\n'
+            f'Content-Type: image/png\r\n\r\n').encode() + encoded(photo()) + f'\r\n--{boundary}--\r\n'.encode()
+    head = (f'POST /v1/colorize HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: {len(body)}\r\n'
+            f'Content-Type: multipart/form-data; boundary={boundary}\r\nConnection: close\r\n\r\n').encode()
+    sock = socket.create_connection(('127.0.0.1', server.port), timeout=30)
+    sock.sendall(head + body[:-10])
+    return sock, body[-10:]
+
+
+def _read_http_response(sock: socket.socket):
+    data = b''
+    while chunk := sock.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b'\r\n\r\n')
+    return int(head.split()[1]), body
+
+
+def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones(small_server):
+    held, rest = _start_held_request(small_server)
+    time.sleep(0.3)  # let the server start reading it
+    small_server.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while small_server.client.get('/readyz').status_code != 503:  # the handler runs between bytecodes
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert_json_error(small_server.client.get('/readyz'), 503, 'shutting_down')
+    refused = small_server.client.post('/v1/colorize', files={'image': ('p.png', encoded(photo()))})
+    assert_json_error(refused, 503, 'shutting_down')
+    assert small_server.process.poll() is None  # still waiting for the held request
+    held.sendall(rest)
+    status, body = _read_http_response(held)
+    held.close()
+    assert status == 200 and Image.open(io.BytesIO(body)).size == (160, 120)
+    assert small_server.process.wait(15) in (0, -signal.SIGTERM)
+    assert 'Traceback' not in small_server.log.read_text()
