@@ -27,6 +27,7 @@ from .errors import SplitBrainError
 from .images import read_image
 from .inference import (DEFAULT_MODEL, DEFAULT_TEMPERATURE, FEATURE_LAYERS, colorize, extract_features, load_model,
                         predict_lightness, resolve_device)
+from .serve import command as serve_command  # argparse only; the web stack is imported when serve runs
 from .weights import _atomic_write, resolve_pretrained_cfg_file, sha256_of
 
 # What a folder contributes: files with these suffixes (files named explicitly are always tried).
@@ -279,6 +280,8 @@ COMMANDS: Dict[str, Command] = {
     'info': Command('version, weights file and sha256, device', _model_arguments, _run_info),
     'convert-caffe': Command("convert the authors' Caffe .caffemodel to a save_pretrained folder",
                              _convert_caffe_arguments, _run_convert_caffe),
+    'serve': Command('HTTP API and web page on --host/--port (needs the serve extra)',
+                     serve_command.add_arguments, serve_command.run),
 }
 
 
