@@ -6,8 +6,10 @@ import torch
 
 from splitbrain_hub.color import lab_to_rgb, rgb_to_lab
 from splitbrain_hub.errors import InputError
+from splitbrain_hub.quantize import ab_bin_centers, hard_encode
 from training.evaluate import (
-    PROBE_GRIDS, ProbeConfig, ab_error_auc, chroma, colour_mask, load_model, probe_features, psnr, train_probe,
+    PROBE_GRIDS, ProbeConfig, ab_error_auc, chroma, colour_mask, load_model, nearest_ab_bins, probe_features, psnr,
+    train_probe,
 )
 
 FAST = ProbeConfig(epochs=10, batch_size=64)
@@ -118,3 +120,11 @@ def test_lab_round_trip_of_ground_truth_gives_high_psnr():
     # the metric pipeline re-assembles RGB from L and ab: ground-truth ab must give back the image
     rgb = torch.rand(2, 3, 8, 8, dtype=torch.float64)
     assert (psnr(lab_to_rgb(rgb_to_lab(rgb)), rgb) > 60).all()
+
+
+def test_nearest_ab_bins_equal_hard_encode():
+    centers = ab_bin_centers()
+    in_gamut = rgb_to_lab(torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)))[:, 1:]
+    anywhere = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(1)) * 80  # many out of gamut
+    for ab in (in_gamut, anywhere):
+        assert torch.equal(nearest_ab_bins(ab, centers), hard_encode(ab, centers))

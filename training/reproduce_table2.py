@@ -1,0 +1,237 @@
+"""Table 2 of the paper on Tiny ImageNet, with one command: train what is missing, probe everything, write the table.
+
+    python training/reproduce_table2.py                         # every row, seed 0, the default budget
+    python training/reproduce_table2.py --seeds 0 1 --rows split_brain_cl gaussian
+    python training/reproduce_table2.py --no-train              # probe only the runs that exist
+    python training/reproduce_table2.py --budget-images 2000000 --train-arg device=cuda
+
+Each row is trained by ``training/train.py`` (``--objective=<row>``) for the same number of images seen
+(``--budget-images``, rounded up to whole batches), on the same train shards, at the same input size, into
+``runs/table2/<row>_b<budget>_s<seed>/``; a killed run is resumed, a finished one (its ``export/`` says it
+reached the last step) is skipped. The "Gaussian" row is the untrained network at its seed's initialisation.
+Every model is probed with ``evaluate.linear_probe`` (same protocol for all rows: never tuned per row);
+results already in the JSON for the same weights and protocol are kept, not recomputed.
+
+Outputs: ``results/table2_tiny_imagenet.json`` (every probe record) and ``results/table2_tiny_imagenet.md``.
+"""
+import argparse
+import json
+import math
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from training.evaluate import (  # noqa: E402
+    CACHE, DATASET, LAYERS, PROBE_GRIDS, REPO, ProbeConfig, linear_probe, load_model, write_json,
+)
+
+RESULTS = REPO / 'results'
+RUNS = REPO / 'runs' / 'table2'
+DEFAULT_BUDGET_IMAGES = 23_040  # 360 steps of 64: the images the released weights saw (0.72 epoch)
+DEFAULT_BATCH = 64
+
+
+@dataclass(frozen=True)
+class Row:
+    key: str              # the trainer's objective name ('gaussian': no training)
+    label: str            # as the paper's Table 2 writes it
+    paper: Tuple[float, ...]  # the paper's top-1 (%) conv1..conv5, ImageNet, Table 2
+    weights: str = ''     # a fixed weights file (relative to the repo) instead of a training run
+
+
+# The paper's Table 2 (ImageNet, 1000 classes), in its order; the supervised row is "ImageNet-labels".
+ROWS: Tuple[Row, ...] = (
+    Row('supervised', 'ImageNet-labels (here: Tiny ImageNet labels)', (19.3, 36.3, 44.2, 48.3, 50.5)),
+    Row('gaussian', 'Gaussian', (11.6, 17.1, 16.9, 16.3, 14.1)),
+    Row('lab_to_lab', 'Lab→Lab', (12.9, 20.1, 18.5, 15.1, 11.5)),
+    Row('lab_drop50_to_lab', 'Lab(drop50)→Lab', (12.1, 20.4, 19.7, 16.1, 12.3)),
+    Row('l_to_ab_cl', 'L→ab (cl)', (12.5, 25.4, 32.4, 33.1, 32.0)),
+    Row('l_to_ab_reg', 'L→ab (reg)', (12.3, 23.5, 29.6, 31.1, 30.1)),
+    Row('ab_to_l_cl', 'ab→L (cl)', (11.6, 19.2, 22.6, 21.7, 19.2)),
+    Row('ab_to_l_reg', 'ab→L (reg)', (11.5, 19.4, 23.5, 23.9, 21.7)),
+    Row('l_ab_to_ab_l', '(L,ab)→(ab,L)', (15.1, 22.6, 24.4, 23.2, 21.1)),
+    Row('split_brain_reg', 'Split-Brain Auto (reg,reg)', (17.4, 27.9, 33.6, 34.2, 32.3)),
+    Row('split_brain_cl', 'Split-Brain Auto (cl,cl)', (17.7, 29.3, 35.4, 35.2, 32.8)),
+    # The weights shipped in the package (their own run and budget: see MODEL_CARD.md), probed the same way.
+    Row('release', 'Split-Brain Auto (cl,cl), released weights', (17.7, 29.3, 35.4, 35.2, 32.8),
+        weights='splitbrain_hub/weights/splitbrain_alexnet.tinyimagenet_128.safetensors'),
+)
+ROW_BY_KEY = {row.key: row for row in ROWS}
+
+
+def run_dir(row: str, budget_images: int, seed: int) -> Path:
+    return RUNS / f'{row}_b{budget_images}_s{seed}'
+
+
+def finished(out_dir: Path, max_steps: int) -> bool:
+    """True when the run's export exists and was taken at its last step."""
+    config = out_dir / 'export' / 'config.json'
+    if not config.is_file():
+        return False
+    return json.loads(config.read_text()).get('training', {}).get('step') == max_steps
+
+
+def train(row: str, budget_images: int, seed: int, batch_size: int, extra: Sequence[str]) -> Path:
+    """Train (or resume) one row with the trainer and export it; returns the exported folder."""
+    out_dir = run_dir(row, budget_images, seed)
+    max_steps = math.ceil(budget_images / batch_size)
+    if not finished(out_dir, max_steps):
+        command = [sys.executable, '-m', 'training.train', f'--objective={row}', f'--out_dir={out_dir}',
+                   f'--max_steps={max_steps}', f'--batch_size={batch_size}', f'--seed={seed}',
+                   *(f'--{arg}' for arg in extra)]
+        if (out_dir / 'ckpt.pt').is_file():
+            command.append('--resume')
+        print('$', ' '.join(command), flush=True)
+        subprocess.run(command, cwd=REPO, check=True)
+        subprocess.run([sys.executable, '-m', 'training.train', f'--out_dir={out_dir}',
+                        f'--export={out_dir / "export"}'], cwd=REPO, check=True)
+    return out_dir / 'export'
+
+
+def images_seen(weights: str) -> Optional[int]:
+    """Training images the weights saw, from the config.json the trainer's export writes (0 untrained)."""
+    if weights == 'gaussian':
+        return 0
+    path = Path(weights)
+    config = (path if path.is_dir() else path.parent) / 'config.json'
+    if not config.is_file():
+        return None
+    return json.loads(config.read_text()).get('training', {}).get('images_seen')
+
+
+def protocol(args: argparse.Namespace) -> Dict:
+    """Everything the probe numbers depend on besides the weights: a stored result is reused only if equal."""
+    return dict(train_per_class=args.train_per_class, val_per_class=args.val_per_class, input_size=args.input_size,
+                grids=PROBE_GRIDS, probe=ProbeConfig(epochs=args.epochs).__dict__)
+
+
+def load_previous(path: Path) -> Dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def markdown(table: Dict) -> str:
+    """The table: our top-1 per layer (mean ± half the range over seeds) next to the paper's."""
+    by_row: Dict[str, Dict[str, List[float]]] = {}
+    seeds: Dict[str, List[int]] = {}
+    seen: Dict[str, set] = {}
+    for record in table['results']:
+        seen.setdefault(record['row'], set()).add(record.get('images_seen'))
+        by_row.setdefault(record['row'], {}).setdefault(record['layer'], []).append(100 * record['top1'])
+        seeds.setdefault(record['row'], [])
+        if record['seed'] not in seeds[record['row']]:
+            seeds[record['row']].append(record['seed'])
+    p = table['protocol']
+    lines = [
+        '# Table 2 on Tiny ImageNet: linear probes on frozen conv1..conv5',
+        '',
+        f"Top-1 (%) on the val split (200 classes, {table['val_count']} images) of multinomial logistic regression "
+        f"trained on {table['train_count']} train images ({p['train_per_class']} per class); features resized to "
+        'conv1 96×10×10 = 9600, conv2 256×6×6 = 9216, conv3/conv4 384×5×5 = 9600, conv5 256×6×6 = 9216; '
+        f"input {p['input_size']}×{p['input_size']} (64×64 photos upsampled). "
+        'Paper: ImageNet, 1000 classes, 1.3M images, full training (Table 2). '
+        'With several seeds: mean ± half the range.',
+        '',
+        '| Row | images seen | seeds | conv1 | conv2 | conv3 | conv4 | conv5 | paper conv1–conv5 |',
+        '|---|---|---|---|---|---|---|---|---|',
+    ]
+    for row in ROWS:
+        layers = by_row.get(row.key)
+        paper = ' / '.join(f'{v:.1f}' for v in row.paper)
+        if layers is None:
+            reason = table.get('missing', {}).get(row.key, 'not run')
+            lines.append(f'| {row.label} | – | – | ' + ' | '.join('–' for _ in LAYERS) + f' | {paper} |')
+            lines.append(f'|   ↳ missing: {reason} | | | | | | | | |')
+            continue
+        cells = []
+        for layer in LAYERS:
+            values = layers.get(layer, [])
+            if not values:
+                cells.append('–')
+            elif len(values) == 1:
+                cells.append(f'{values[0]:.1f}')
+            else:
+                cells.append(f'{statistics.mean(values):.1f} ± {(max(values) - min(values)) / 2:.1f}')
+        images = ', '.join('?' if n is None else f'{n:,}' for n in sorted(seen[row.key], key=lambda n: n or 0))
+        lines.append(f"| {row.label} | {images} | {','.join(map(str, seeds[row.key]))} | " + ' | '.join(cells)
+                     + f' | {paper} |')
+    return '\n'.join(lines) + '\n'
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--rows', nargs='+', default=[row.key for row in ROWS], choices=list(ROW_BY_KEY))
+    parser.add_argument('--seeds', nargs='+', type=int, default=[0], help='training (and Gaussian init) seeds')
+    parser.add_argument('--budget-images', type=int, default=DEFAULT_BUDGET_IMAGES,
+                        help=f'images seen by every trained row (default {DEFAULT_BUDGET_IMAGES:,})')
+    parser.add_argument('--batch-size', type=int, default=DEFAULT_BATCH)
+    parser.add_argument('--train-arg', action='append', default=[], metavar='KEY=VALUE',
+                        help='extra trainer flag for every row, e.g. device=cuda (repeatable)')
+    parser.add_argument('--no-train', action='store_true', help='probe only the runs that already exist')
+    parser.add_argument('--data', type=Path, default=DATASET)
+    parser.add_argument('--train-per-class', type=int, default=50)
+    parser.add_argument('--val-per-class', type=int, default=None)
+    parser.add_argument('--input-size', type=int, default=128)
+    parser.add_argument('--epochs', type=int, default=ProbeConfig.epochs)
+    parser.add_argument('--out', type=Path, default=RESULTS / 'table2_tiny_imagenet.json')
+    args = parser.parse_args(argv)
+
+    previous = load_previous(args.out)
+    same_setup = previous.get('protocol') == protocol(args)
+    kept = previous.get('results', []) if same_setup else []
+    results: List[Dict] = [r for r in kept if r['row'] not in args.rows or r['seed'] not in args.seeds]
+    missing: Dict[str, str] = dict(previous.get('missing', {})) if same_setup else {}
+    timings: Dict[str, float] = dict(previous.get('seconds', {})) if same_setup else {}
+    for key in args.rows:
+        missing.pop(key, None)
+        for seed in args.seeds:
+            start = time.perf_counter()
+            row = ROW_BY_KEY[key]
+            if key == 'gaussian':
+                weights = 'gaussian'
+            elif row.weights:
+                if not (REPO / row.weights).is_file():
+                    missing[key] = f'no weights file at {row.weights}'
+                    continue
+                weights = str(REPO / row.weights)
+            else:
+                out_dir = run_dir(key, args.budget_images, seed)
+                if args.no_train and not finished(out_dir, math.ceil(args.budget_images / args.batch_size)):
+                    missing[key] = f'not trained (no finished run at {out_dir.relative_to(REPO)})'
+                    continue
+                weights = str(train(key, args.budget_images, seed, args.batch_size, args.train_arg))
+            timings[f'{key}_s{seed}_train'] = round(time.perf_counter() - start, 1)
+            loaded = load_model(weights, name=f'{key}_s{seed}', seed=seed)
+            old = [r for r in kept if r['row'] == key and r['seed'] == seed and r['weights_sha256'] == loaded.sha256]
+            if len(old) == len(LAYERS):
+                results.extend(old)
+                continue
+            start = time.perf_counter()
+            records = linear_probe(loaded, args.data, args.train_per_class, args.val_per_class, args.input_size,
+                                   LAYERS, ProbeConfig(epochs=args.epochs), CACHE)
+            timings[f'{key}_s{seed}_probe'] = round(time.perf_counter() - start, 1)
+            results.extend(dict(row=key, seed=seed, images_seen=images_seen(weights), **r) for r in records)
+            print(f'{key} seed {seed}: ' + '  '.join(f"{r['layer']} {100 * r['top1']:.1f}" for r in records),
+                  flush=True)
+            table = dict(protocol=protocol(args), results=results,
+                         missing=missing, seconds=timings, train_count=records[0]['train_count'],
+                         val_count=records[0]['val_count'])
+            write_json(table, args.out)  # after every model: a killed run keeps what it measured
+    if not results:
+        print('nothing probed', file=sys.stderr)
+        return 1
+    table = dict(protocol=protocol(args), results=results, missing=missing,
+                 seconds=timings, train_count=results[0]['train_count'], val_count=results[0]['val_count'])
+    write_json(table, args.out)
+    args.out.with_suffix('.md').write_text(markdown(table))
+    print(markdown(table))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
