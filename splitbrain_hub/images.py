@@ -9,6 +9,7 @@ before a pixel reaches the network. Files are decoded defensively: Pillow's deco
 (``PIL.Image.MAX_IMAGE_PIXELS``) is enforced, not just warned about, and every decoder failure
 (truncated, corrupt, not an image) becomes an ``InputError``.
 """
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Union
@@ -195,9 +196,10 @@ def _tensor_to_batch(tensor: torch.Tensor, name: str) -> ImageBatch:
 
 
 def _check_unit_range(pixels: torch.Tensor, name: str) -> None:
-    if not torch.isfinite(pixels).all():
+    # One pass: min and max propagate NaN, and an infinity is an extreme.
+    low, high = (value.item() for value in torch.aminmax(pixels))
+    if not (math.isfinite(low) and math.isfinite(high)):
         raise InputError(f'{name}: expected finite values in [0, 1], got NaN or infinity')
-    low, high = pixels.min().item(), pixels.max().item()
     if low < 0 or high > 1:
         raise InputError(f'{name}: expected values in [0, 1] (floats are not scaled), got min {low:g}, max {high:g}')
 

@@ -1,0 +1,28 @@
+"""Shared by the benchmark scripts: time candidates in interleaved rounds, so a busy machine slows all alike."""
+import statistics
+import time
+from typing import Callable, Dict
+
+
+def measure(candidates: Dict[str, Callable[[], object]], rounds: int = 7, warmup: int = 1) -> Dict[str, float]:
+    """Median seconds per call of each candidate; rounds alternate between candidates."""
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in candidates}
+    for _ in range(rounds):
+        for name, fn in candidates.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def machine() -> str:
+    import os
+    import platform
+
+    import torch
+    load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
+    return (f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} '
+            f'({torch.get_num_threads()} threads), load average {load:.1f}')
