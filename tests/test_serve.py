@@ -34,6 +34,7 @@ from splitbrain_hub.weights import sha256_of  # noqa: E402
 
 START_TIMEOUT_S = 90
 UPLOAD_LIMIT = 3_000_000
+SMALL_TIMEOUT_S = 4
 CHROMIUM = Path('/usr/bin/chromium')
 
 
@@ -148,7 +149,8 @@ def servers(weights, tmp_path_factory):
     started = {'server': Server(tmp, weights, '--max-upload-bytes', str(UPLOAD_LIMIT), '--max-wait-ms', '50')}
     started['server'].wait_ready()
     # A queue of 2 and one image per pass: easy to overload. The SIGTERM test ends it.
-    started['small_server'] = Server(tmp, weights, '--max-queue', '2', '--max-batch', '1')
+    started['small_server'] = Server(tmp, weights, '--max-queue', '2', '--max-batch', '1',
+                                     '--request-timeout-s', str(SMALL_TIMEOUT_S))
     yield started
     for server in started.values():
         server.stop()
@@ -456,6 +458,16 @@ def _read_http_response(sock: socket.socket):
         data += chunk
     head, _, body = data.partition(b'\r\n\r\n')
     return int(head.split()[1]), body
+
+
+def test_an_upload_that_stalls_gets_408_and_the_server_keeps_serving(small_server):
+    stalled, _ = _start_held_request(small_server)
+    start = time.monotonic()
+    status, body = _read_http_response(stalled)
+    stalled.close()
+    assert status == 408 and b'"error":"timeout"' in body
+    assert SMALL_TIMEOUT_S - 0.5 < time.monotonic() - start < SMALL_TIMEOUT_S + 10
+    assert small_server.healthy()
 
 
 def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones(small_server):

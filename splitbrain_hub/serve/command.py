@@ -4,6 +4,7 @@ Only argparse here at import time: the web stack (FastAPI, uvicorn) is the optio
 is imported when the command runs, so the rest of the CLI works without it.
 """
 import argparse
+import copy
 import dataclasses
 import os
 
@@ -55,6 +56,10 @@ def run(args: argparse.Namespace) -> int:
                               'but it does not exist')
     # Worker processes import the app factory; the settings reach them through the environment.
     os.environ[CONFIG_ENV] = config.to_json()
+    # uvicorn's own log set-up, plus the package's logger (model loaded, draining) on the same handler.
+    log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
+    log_config['loggers']['splitbrain_hub'] = {'handlers': ['default'], 'level': 'INFO', 'propagate': False}
     uvicorn.run('splitbrain_hub.serve.app:app_from_env', factory=True, host=config.host, port=config.port,
-                workers=config.workers, timeout_graceful_shutdown=config.drain_timeout_s, log_level='info')
+                workers=config.workers, timeout_graceful_shutdown=config.drain_timeout_s, log_level='info',
+                log_config=log_config)
     return 0
