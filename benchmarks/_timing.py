@@ -26,3 +26,15 @@ def machine() -> str:
     load = os.getloadavg()[0] if hasattr(os, 'getloadavg') else float('nan')
     return (f'{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__} '
             f'({torch.get_num_threads()} threads), load average {load:.1f}')
+
+
+def add_threads_argument(parser) -> None:
+    """``--threads N``: torch's intra-op threads for this process (on a shared, busy machine a second
+    thread can wait on a descheduled one, so 1 thread is the fair match for single-threaded numpy)."""
+    parser.add_argument('--threads', type=int, help="torch.set_num_threads for this run (default: torch's)")
+
+
+def apply_threads(args) -> None:
+    import torch
+    if args.threads:
+        torch.set_num_threads(args.threads)

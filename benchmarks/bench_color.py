@@ -8,14 +8,16 @@ import numpy as np
 import torch
 from skimage import color as skcolor
 
-from _timing import machine, measure
+from _timing import add_threads_argument, apply_threads, machine, measure
 from splitbrain_hub.color import lab_to_rgb, rgb_to_lab
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--rounds', type=int, default=7)
+    add_threads_argument(parser)
     args = parser.parse_args()
+    apply_threads(args)
     rgb = np.random.default_rng(0).random((1000, 1000, 3))
     tensor = torch.from_numpy(rgb).permute(2, 0, 1)[None].float().contiguous()
     np.testing.assert_allclose(rgb_to_lab(tensor)[0].permute(1, 2, 0).numpy(), skcolor.rgb2lab(rgb), atol=2e-3)

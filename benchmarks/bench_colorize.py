@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from skimage import color as skcolor
 
-from _timing import machine, measure
+from _timing import add_threads_argument, apply_threads, machine, measure
 from splitbrain_hub import WeightsError, colorize
 from splitbrain_hub.images import SAMPLE_PHOTO
 from splitbrain_hub.inference import load_model
@@ -25,7 +25,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--weights', help='save_pretrained folder or .safetensors (default: the pretrained model)')
     parser.add_argument('--rounds', type=int, default=7)
+    add_threads_argument(parser)
     args = parser.parse_args()
+    apply_threads(args)
     try:
         model, source = load_model(args.weights, 'cpu'), args.weights or 'pretrained'
     except WeightsError:

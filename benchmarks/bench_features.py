@@ -16,7 +16,7 @@ import timm
 import torch
 import torchvision
 
-from _timing import machine, measure
+from _timing import add_threads_argument, apply_threads, machine, measure
 from splitbrain_hub import extract_features
 
 
@@ -24,7 +24,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument('--rounds', type=int, default=5)
     parser.add_argument('--batch', type=int, default=64)
+    add_threads_argument(parser)
     args = parser.parse_args()
+    apply_threads(args)
     torch.manual_seed(0)
     images = torch.rand(args.batch, 3, 227, 227)
     model = timm.create_model('splitbrain_alexnet').eval()

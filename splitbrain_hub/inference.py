@@ -255,8 +255,9 @@ def _cross_channel(images: Any, task: CrossChannelTask, temperature: float, mode
             result[:, predicts] = F.interpolate(prediction, size=lab.shape[-2:], mode='bilinear', align_corners=False)
             rgb = _lab_to_rgb(result)
             results.append(rgb[:, :1] if task.grey else rgb)
-    # Outside inference mode: a returned tensor must be usable with autograd like any other.
-    outputs = [to_output(result.clone(), batch) for result, batch in zip(results, batches)]
+    # A returned tensor must be usable with autograd like any other: cloned outside inference mode.
+    outputs = [to_output(result.clone() if batch.kind == 'tensor' else result, batch)
+               for result, batch in zip(results, batches)]
     return outputs if isinstance(images, (list, tuple)) else outputs[0]
 
 
