@@ -104,8 +104,12 @@ def test_missing_input_and_unmatched_glob_are_failures(weights, tmp_path, capsys
 
 
 def test_lightness_writes_grey(folder, weights, tmp_path, capsys):
-    status, _, _ = _run(capsys, 'lightness', folder / 'a.jpg', '-o', tmp_path / 'out', '--weights', weights)
+    status, _, _ = _run(capsys, 'lightness', folder / 'a.jpg', '-o', tmp_path / 'out', '--weights', weights,
+                        '--device', 'cpu')
     assert status == 0 and Image.open(tmp_path / 'out' / 'a.png').mode == 'L'
+    status, _, err = _run(capsys, 'lightness', folder / 'a.jpg', '-o', tmp_path / 'out', '--weights', weights,
+                          '--device', 'tpu9')
+    assert status == 2 and "error: device: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got 'tpu9'" in err
 
 
 def test_features_safetensors_and_npy(folder, weights, tmp_path, capsys):
