@@ -28,7 +28,7 @@ from .images import read_image
 from .inference import (DEFAULT_MODEL, DEFAULT_TEMPERATURE, FEATURE_LAYERS, colorize, extract_features, load_model,
                         predict_lightness, resolve_device)
 from .serve import command as serve_command  # argparse only; the web stack is imported when serve runs
-from .weights import _atomic_write, resolve_pretrained_cfg_file, sha256_of
+from .weights import WEIGHTS_NAME, _atomic_write, resolve_pretrained_cfg_file, sha256_of
 
 # What a folder contributes: files with these suffixes (files named explicitly are always tried).
 IMAGE_SUFFIXES = frozenset({'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.pnm'})
@@ -200,7 +200,7 @@ def _run_info(args: argparse.Namespace) -> int:
     try:
         if args.weights is not None:
             weights = Path(args.weights)
-            source = weights / 'model.safetensors' if weights.is_dir() else weights
+            source = weights / WEIGHTS_NAME if weights.is_dir() else weights
             load_model(args.weights, 'cpu')  # proves the file loads
         else:
             source = Path(resolve_pretrained_cfg_file(DEFAULT_MODEL).file)
