@@ -122,6 +122,14 @@ def test_running_one_half_equals_the_models_forward_pretext(model, half):
         torch.testing.assert_close(forward_pretext_half(model, lab, half), model.forward_pretext(lab, is_lab=True)[half])
 
 
+@pytest.mark.parametrize('predict', [colorize, predict_lightness])
+def test_stripes_give_the_same_result_as_whole_images(model, monkeypatch, predict):
+    images = torch.rand(2, 3, 37, 53)
+    whole = predict(images, model=model)
+    monkeypatch.setattr(splitbrain_hub.inference, 'STRIPE_PIXELS', 300)  # 2 x 53 x 2 rows: 19 stripes
+    torch.testing.assert_close(predict(images, model=model), whole, atol=0, rtol=0)
+
+
 def test_colour_photo_is_colorized_from_its_lightness_alone(model):
     photo = torch.rand(1, 3, 40, 50)
     lab = rgb_to_lab(photo)
