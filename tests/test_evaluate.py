@@ -128,3 +128,15 @@ def test_nearest_ab_bins_equal_hard_encode():
     anywhere = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(1)) * 80  # many out of gamut
     for ab in (in_gamut, anywhere):
         assert torch.equal(nearest_ab_bins(ab, centers), hard_encode(ab, centers))
+
+
+def test_table2_markdown_gives_seed_spread_and_missing_rows():
+    from training.reproduce_table2 import ROWS, markdown
+    records = [dict(row='gaussian', seed=seed, layer=layer, top1=top1, images_seen=0)
+               for seed, top1 in ((0, 0.05), (1, 0.07)) for layer in ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')]
+    table = dict(protocol=dict(train_per_class=50, input_size=128), results=records, train_count=10000,
+                 val_count=10000, missing={'split_brain_cl': 'not trained'})
+    text = markdown(table)
+    assert '| Gaussian | 0 | 0,1 | 6.0 ± 1.0 |' in text
+    assert 'missing: not trained' in text
+    assert len([line for line in text.splitlines() if line.startswith('| ')]) == 1 + 2 * len(ROWS) - 1

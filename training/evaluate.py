@@ -413,6 +413,29 @@ def colorization(models: Sequence[LoadedModel], root: Path = DATASET, val_per_cl
             for (name, temperature), m in metrics.items()]
 
 
+def colorization_markdown(results: Sequence[Dict]) -> str:
+    """The colorization results as a Markdown table, one line per model and temperature."""
+    first = results[0]
+    lines = [
+        '# Colorization quality on Tiny ImageNet val',
+        '',
+        f"{first['val_images']} colour val photos ({first['greyscale_val_images_excluded']} greyscale ones left out), "
+        f"64×64; the network sees L at {first['input_size']}×{first['input_size']}, its ab (on the conv5 grid) is "
+        'upsampled bilinearly to 64×64 and joined to the true L. AuC: area under the CDF of per-pixel ab error '
+        'over 0–150 (1 = perfect); rebalanced: pixels weighted by the inverse prior of their true ab bin (prior '
+        'from these val pixels). PSNR of the RGB result; chroma = mean sqrt(a² + b²). '
+        f"Mean ab of the train set: {first['mean_ab_train']}.",
+        '',
+        '| Model | T | AuC | AuC rebalanced | PSNR (dB) | chroma predicted | chroma true |',
+        '|---|---|---|---|---|---|---|',
+    ]
+    for r in results:
+        t = '–' if r['temperature'] is None else f"{r['temperature']:g}"
+        lines.append(f"| {r['model']} | {t} | {r['auc']:.4f} | {r['auc_rebalanced']:.4f} | {r['psnr_db']:.2f} | "
+                     f"{r['chroma_pred']:.2f} | {r['chroma_true']:.2f} |")
+    return '\n'.join(lines) + '\n'
+
+
 # --- command line ---------------------------------------------------------------------------------
 
 def _per_class(value: str) -> Optional[int]:
@@ -477,6 +500,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     print(f'wall time {time.perf_counter() - start:.0f} s', file=sys.stderr)
     if args.out:
         write_json(results, args.out)
+        if args.command == 'colorization':
+            args.out.with_suffix('.md').write_text(colorization_markdown(results))
     return 0
 
 

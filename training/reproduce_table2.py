@@ -173,6 +173,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--train-arg', action='append', default=[], metavar='KEY=VALUE',
                         help='extra trainer flag for every row, e.g. device=cuda (repeatable)')
     parser.add_argument('--no-train', action='store_true', help='probe only the runs that already exist')
+    parser.add_argument('--release-weights', type=Path, default=REPO / ROW_BY_KEY['release'].weights,
+                        help='weights file of the "release" row (default: the file shipped in the package)')
     parser.add_argument('--data', type=Path, default=DATASET)
     parser.add_argument('--train-per-class', type=int, default=50)
     parser.add_argument('--val-per-class', type=int, default=None)
@@ -195,10 +197,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             if key == 'gaussian':
                 weights = 'gaussian'
             elif row.weights:
-                if not (REPO / row.weights).is_file():
-                    missing[key] = f'no weights file at {row.weights}'
+                if not args.release_weights.is_file():
+                    missing[key] = f'no weights file at {args.release_weights}'
                     continue
-                weights = str(REPO / row.weights)
+                weights = str(args.release_weights)
             else:
                 out_dir = run_dir(key, args.budget_images, seed)
                 if args.no_train and not finished(out_dir, math.ceil(args.budget_images / args.batch_size)):
