@@ -40,9 +40,10 @@ TEMPERATURE_RANGE = (0.01, 10.0)
 SIZE_RANGE = (96, 2048)
 FEATURE_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
 # Full-resolution colour maths runs in stripes of this many pixels: each stripe's temporaries stay in the
-# CPU cache (about 2.7x faster than whole images at 1024x768 on one core) and peak memory stays a few
+# CPU cache (about 2.3x faster than whole images at 1024x768 on one core; larger stripes mean fewer
+# thread hand-offs when several threads run) and peak memory stays a few
 # full-size channels however large the photo.
-STRIPE_PIXELS = 1 << 16
+STRIPE_PIXELS = 1 << 18
 
 
 @dataclass(frozen=True)
