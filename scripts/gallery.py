@@ -23,7 +23,7 @@ PHOTOS = {
     'chelsea': data.chelsea,
     'rocket': data.rocket,
 }
-COLUMNS = ('input (lightness only)', 'colorized', 'ground truth')
+COLUMNS = ('greyscale input', 'colorized from L alone', 'ground truth')
 
 
 def main() -> None:
