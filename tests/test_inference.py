@@ -252,6 +252,16 @@ def test_default_model_without_shipped_weights_says_where_it_looked():
         colorize(_photo())
 
 
+def test_default_pretrained_model_colorizes_the_sample_photo():
+    from splitbrain_hub.images import SAMPLE_PHOTO
+    from splitbrain_hub.weights import shipped_weights_path
+    if not shipped_weights_path('splitbrain_alexnet', 'tinyimagenet_128').is_file():
+        pytest.skip('no release weights shipped yet')
+    out = colorize(SAMPLE_PHOTO, device='cpu')
+    assert out.mode == 'RGB' and out.size == Image.open(SAMPLE_PHOTO).size
+    assert load_model(device='cpu') is load_model(device='cpu')
+
+
 # --- extract_features -----------------------------------------------------------------------------
 
 def test_feature_shapes_at_227(model):
