@@ -18,6 +18,7 @@ A model is named by ``--weights``: a ``.safetensors`` file or a ``save_pretraine
 the unsplit ``alexnet_lab`` at its random initialisation under ``--seed`` (the paper's "Gaussian" row).
 """
 import argparse
+import hashlib
 import io
 import json
 import math
@@ -118,7 +119,6 @@ def load_model(weights: str, name: Optional[str] = None, seed: int = 0) -> Loade
         torch.manual_seed(seed)
         model = timm.create_model('alexnet_lab')
         state = {k: v.contiguous() for k, v in model.state_dict().items()}
-        import hashlib
         digest = hashlib.sha256(save(state)).hexdigest()
         return LoadedModel(name or f'gaussian_seed{seed}', model.eval().requires_grad_(False), digest,
                            f'alexnet_lab random init, torch.manual_seed({seed})')
@@ -131,8 +131,8 @@ def load_model(weights: str, name: Optional[str] = None, seed: int = 0) -> Loade
         model = load_pretrained(file)
     else:  # a bare file: the released split-brain recipe (the shipped weights are such a file)
         model = timm.create_model('splitbrain_alexnet', pretrained=True, pretrained_cfg_overlay=dict(file=str(file)))
-    return LoadedModel(name or file.parent.name if path.is_dir() else name or file.stem,
-                       model.eval().requires_grad_(False), sha256_of(file), str(file))
+    default_name = file.parent.name if path.is_dir() else file.stem
+    return LoadedModel(name or default_name, model.eval().requires_grad_(False), sha256_of(file), str(file))
 
 
 # --- linear probe ---------------------------------------------------------------------------------
