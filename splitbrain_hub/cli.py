@@ -11,7 +11,6 @@ and reason) and skipped. Exit status: 0 all done, 1 some inputs failed, 2 bad us
 """
 import argparse
 import glob
-import os
 import sys
 import warnings
 from dataclasses import dataclass
@@ -28,13 +27,11 @@ from .images import read_image
 from .inference import (DEFAULT_MODEL, DEFAULT_TEMPERATURE, FEATURE_LAYERS, colorize, extract_features, load_model,
                         predict_lightness, resolve_device)
 from .serve import command as serve_command  # argparse only; the web stack is imported when serve runs
-from .weights import WEIGHTS_NAME, _atomic_write, resolve_pretrained_cfg_file, sha256_of
+from .weights import WEIGHTS_NAME, atomic_write, resolve_pretrained_cfg_file, sha256_of
 
 # What a folder contributes: files with these suffixes (files named explicitly are always tried).
 IMAGE_SUFFIXES = frozenset({'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.pnm'})
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
-_UMASK = os.umask(0o022)  # reading the umask means setting it: set it straight back
-os.umask(_UMASK)
 
 
 @dataclass(frozen=True)
@@ -92,7 +89,7 @@ def _jobs(args: argparse.Namespace, suffixes: Sequence[str]) -> Tuple[List[Job],
 
 
 def _remove_stale_temporaries(jobs: Sequence[Job]) -> None:
-    """Temporary files a killed run left next to its outputs (``weights._atomic_write`` names them)."""
+    """Temporary files a killed run left next to its outputs (``weights.atomic_write`` names them)."""
     for job in jobs:
         for output in job.outputs:
             for stale in output.parent.glob(f'.{glob.escape(output.name)}.*.tmp'):
@@ -100,12 +97,9 @@ def _remove_stale_temporaries(jobs: Sequence[Job]) -> None:
 
 
 def _write(path: Path, write: Callable[[str], None]) -> None:
-    """``write(tmp)`` to a temporary file renamed over ``path``, with the permissions of a plain new file."""
-    def write_readable(tmp: str) -> None:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes it owner-only: outputs are ordinary files
+    """``write(tmp)`` to a temporary file renamed over ``path`` (see ``weights.atomic_write``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic_write(path, write_readable)
+    atomic_write(path, write)
 
 
 def _save_image(image: Image.Image, path: Path) -> None:

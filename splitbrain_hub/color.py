@@ -76,7 +76,8 @@ def _rgb_to_lab(image: Tensor) -> Tensor:
     power = ((image.clamp_min(knee) + 0.055) / 1.055).pow(2.4)
     linear_rgb = torch.where(image > knee, power, image / 12.92)
 
-    # The sRGB -> XYZ matrix of the sRGB specification, as skimage writes it.
+    # The sRGB -> XYZ matrix of the sRGB specification, as skimage writes it, each row divided by the XYZ of
+    # the D65 white for the 2° observer (skimage's historical ``lab_ref_white``): one 3x3 product, one pass.
     xyz_from_rgb = torch.tensor(
         [
             [0.412453, 0.357580, 0.180423],
@@ -86,24 +87,20 @@ def _rgb_to_lab(image: Tensor) -> Tensor:
         device=image.device,
         dtype=image.dtype,
     )
-    xyz = torch.einsum("ij,...jhw->...ihw", xyz_from_rgb, linear_rgb)
-
-    # XYZ of the D65 white for the 2° observer (skimage's historical ``lab_ref_white``).
     white = torch.tensor([0.95047, 1.0, 1.08883], device=image.device, dtype=image.dtype)
-    xyz = xyz / white[:, None, None]
+    pixels = linear_rgb.reshape(image.shape[:-2] + (-1,))  # (*, 3, H*W): channels mixed by matmul
+    xyz = torch.matmul(xyz_from_rgb / white[:, None], pixels)
 
     # CIE's f(t): a cube root, with a straight line near black where the cube root is too steep.
     # 0.008856 and 7.787 are skimage's rounded constants (exactly 216/24389 and 841/108).
     threshold = 0.008856
     f = torch.where(xyz > threshold, xyz.clamp_min(threshold).pow(1.0 / 3.0), 7.787 * xyz + 16.0 / 116.0)
 
-    fx = f[..., 0, :, :]
-    fy = f[..., 1, :, :]
-    fz = f[..., 2, :, :]
-    lightness = 116.0 * fy - 16.0
-    a = 500.0 * (fx - fy)
-    b = 200.0 * (fy - fz)
-    return torch.stack([lightness, a, b], dim=-3)
+    # L = 116 fy - 16, a = 500 (fx - fy), b = 200 (fy - fz): again one 3x3 product.
+    lab_from_f = torch.tensor(
+        [[0.0, 116.0, 0.0], [500.0, -500.0, 0.0], [0.0, 200.0, -200.0]], device=image.device, dtype=image.dtype)
+    offset = torch.tensor([-16.0, 0.0, 0.0], device=image.device, dtype=image.dtype)
+    return (torch.matmul(lab_from_f, f) + offset[:, None]).reshape(image.shape)
 
 
 def _lab_to_rgb(image: Tensor, clip: bool = True) -> Tensor:

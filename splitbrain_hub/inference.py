@@ -135,23 +135,6 @@ def _model_and_device(model: Optional[torch.nn.Module], device) -> Tuple[torch.n
 
 
 @contextmanager
-def _channels_last(model: torch.nn.Module) -> Iterator[None]:
-    """Run the towers in channels_last for the call: oneDNN's convolutions are about 1.5x faster so on CPU.
-
-    The model converts RGB to Lab itself and that conversion returns NCHW, which every later layer would
-    keep; a hook turns its output channels_last, and the convolutions follow the input's layout. (A
-    candidate for the model itself: one ``.contiguous(memory_format=torch.channels_last)`` in
-    ``DataLab.forward``.)
-    """
-    handle = model.data_lab.register_forward_hook(
-        lambda module, inputs, output: output.contiguous(memory_format=torch.channels_last))
-    try:
-        yield
-    finally:
-        handle.remove()
-
-
-@contextmanager
 def _evaluating(model: torch.nn.Module) -> Iterator[None]:
     """Eval mode (no dropout) for the call, the caller's mode restored after."""
     was_training = model.training
@@ -216,22 +199,6 @@ def _decode(model: torch.nn.Module, half: str, raw: torch.Tensor, task: CrossCha
     return values[:, [target.channels.index(c) for c in task.predicts]]
 
 
-def forward_pretext_half(model: torch.nn.Module, lab: torch.Tensor, half: str) -> torch.Tensor:
-    """``model.forward_pretext(lab, is_lab=True)[half]``, running only that half: half the work.
-
-    The half's fc tower reads its own slice of all halves' pool5 (concatenated in ``model.halves``
-    order), so it gets its pool5 in place and zeros elsewhere. (A candidate for the model itself, as a
-    ``halves=`` argument of ``forward_pretext``.)
-    """
-    pooled = model.features.branches[half](model.data_lab.normalize(lab))
-    names = list(model.halves)
-    width = pooled.shape[1]
-    padded = pooled.new_zeros(pooled.shape[0], width * len(names), *pooled.shape[2:])
-    start = names.index(half) * width
-    padded[:, start:start + width] = pooled
-    return model.pretext[half](model.pre_logits.branches[half](padded))
-
-
 def _stripes(shape: torch.Size) -> Iterator[slice]:
     """Row ranges of about ``STRIPE_PIXELS`` pixels (over the batch) covering an (N, C, H, W) image."""
     batch, _, height, width = shape
@@ -274,7 +241,7 @@ def _cross_channel(images: Any, task: CrossChannelTask, temperature: float, mode
         # The network input: the seen channels at the network size, the others zero (the half ignores them).
         network_input = torch.cat([lab.new_zeros(lab.shape[0], 3, *size) for lab in labs])
         network_input[:, sees] = torch.cat([_resize(lab[:, sees], size) for lab in labs])
-        raw = forward_pretext_half(model, network_input.to(dtype), half)
+        raw = model.forward_pretext(network_input.to(dtype), is_lab=True, halves=[half])[half]
         predicted = _decode(model, half, raw, task, temperature).split([lab.shape[0] for lab in labs])
         results = [_recombine(lab, prediction, task) for lab, prediction in zip(labs, predicted)]
     # A returned tensor must be usable with autograd like any other: cloned outside inference mode.
@@ -371,11 +338,10 @@ def extract_features(images: Any, layers: Sequence[str] = FEATURE_LAYERS, *, poo
                 raise InputError(f'{batch.name}: expected {in_chans}-channel (grey) input for this model, got RGB')
             pixels.append(_resize(batch.pixels.to(device).expand(-1, in_chans, -1, -1), size))
         network_input = _cat(pixels).to(dtype)
-        with _channels_last(model):
-            for chunk in network_input.split(batch_size):
-                maps = model.forward_intermediates(chunk, indices=indices, intermediates_only=True)
-                for layer, feature_map in zip(layers, maps):
-                    outputs[layer].append((_resize(feature_map, pool) if pool else feature_map).float())
+        for chunk in network_input.split(batch_size):
+            maps = model.forward_intermediates(chunk, indices=indices, intermediates_only=True)
+            for layer, feature_map in zip(layers, maps):
+                outputs[layer].append((_resize(feature_map, pool) if pool else feature_map).float())
     # Outside inference mode, so the result is an ordinary tensor (usable with autograd, e.g. by a probe).
     return {layer: _cat(chunks) if len(chunks) > 1 else chunks[0].clone() for layer, chunks in outputs.items()}
 

@@ -41,12 +41,21 @@ def sha256_of(path: Union[str, Path]) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write(path: Path, write) -> None:
-    """``write(tmp_path)`` then rename over ``path``: a killed process never leaves half a file."""
+_UMASK = os.umask(0o022)  # reading the umask means setting it: set it straight back
+os.umask(_UMASK)
+
+
+def atomic_write(path: Path, write) -> None:
+    """``write(tmp_path)`` then rename over ``path``: a killed process never leaves half a file.
+
+    The temporary file is ``.<name>.<random>.tmp`` next to ``path`` and gets the permissions of an
+    ordinary new file (mkstemp's are owner-only).
+    """
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -98,8 +107,8 @@ def save_pretrained(model: torch.nn.Module, directory: Union[str, Path], dtype: 
         **(extra_config or {}),
     }
     weights_path = directory / WEIGHTS_NAME
-    _atomic_write(weights_path, lambda tmp: save_file(state_dict, tmp, metadata={'format': 'pt'}))
-    _atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + '\n'))
+    atomic_write(weights_path, lambda tmp: save_file(state_dict, tmp, metadata={'format': 'pt'}))
+    atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + '\n'))
     return weights_path
 
 

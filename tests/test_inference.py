@@ -12,7 +12,7 @@ from PIL import Image
 import splitbrain_hub
 from splitbrain_hub import InputError, WeightsError, colorize, extract_features, predict_lightness
 from splitbrain_hub.color import lab_to_rgb, rgb_to_lab
-from splitbrain_hub.inference import forward_pretext_half, load_model, resolve_device
+from splitbrain_hub.inference import load_model, resolve_device
 from splitbrain_hub.quantize import ab_bin_centers, l_bin_centers
 
 
@@ -113,13 +113,6 @@ def test_colorize_recombines_predicted_ab_with_full_resolution_lightness(ab_mode
     torch.testing.assert_close(lab_out[:, 0], lab_in[:, 0], atol=1e-3, rtol=0)  # every pixel's L kept
     torch.testing.assert_close(lab_out[:, 1:], torch.tensor([20.0, -30.0]).view(1, 2, 1, 1).expand(1, 2, 96, 128),
                                atol=0.05, rtol=0)
-
-
-@pytest.mark.parametrize('half', ['l_half', 'ab_half'])
-def test_running_one_half_equals_the_models_forward_pretext(model, half):
-    lab = rgb_to_lab(torch.rand(2, 3, 128, 128))
-    with torch.no_grad():
-        torch.testing.assert_close(forward_pretext_half(model, lab, half), model.forward_pretext(lab, is_lab=True)[half])
 
 
 @pytest.mark.parametrize('predict', [colorize, predict_lightness])

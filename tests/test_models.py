@@ -152,3 +152,15 @@ def test_release_pooling_geometry():
     model = timm.create_model('splitbrain_alexnet', pool5_stride=2).eval()
     with torch.no_grad():
         assert model.forward_features(torch.rand(1, 3, 227, 227)).shape == (1, 256, 6, 6)
+
+
+@pytest.mark.parametrize('half', ['l_half', 'ab_half'])
+def test_running_one_half_equals_running_both(half):
+    model = timm.create_model('splitbrain_alexnet').eval()
+    x = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        alone = model.forward_pretext(x, halves=[half])
+        torch.testing.assert_close(alone[half], model.forward_pretext(x)[half])
+    assert list(alone) == [half]
+    with pytest.raises(InputError, match='halves'):
+        model.forward_pretext(x, halves=['nope'])
