@@ -4,6 +4,7 @@ A randomly initialised checkpoint (saved with save_pretrained, at the network's 
 the runs short) stands in for the release: these tests check files, messages and exit codes.
 """
 import io
+import os
 import signal
 import subprocess
 import sys
@@ -72,7 +73,10 @@ def test_folder_with_good_and_bad_files(folder, weights, tmp_path, capsys):
     a, b = Image.open(out_dir / 'a.png'), Image.open(out_dir / 'b.png')
     assert (a.mode, a.size, b.mode, b.size) == ('RGB', (40, 30), 'RGBA', (36, 28))
     np.testing.assert_array_equal(np.asarray(b)[:, :, 3], np.asarray(Image.open(folder / 'b.png'))[:, :, 3])
-    assert oct((out_dir / 'a.png').stat().st_mode & 0o777) == oct(0o666 & ~cli._UMASK)
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert oct((out_dir / 'a.png').stat().st_mode & 0o777) == oct(0o666 & ~umask), 'outputs are ordinary files'
+
 
     # Recursive: the subfolder's image is added under its relative path, done ones are skipped.
     status, out, _ = _run(capsys, 'colorize', folder, '-r', '-o', out_dir, '--weights', weights)
