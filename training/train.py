@@ -21,6 +21,8 @@ Every ``Config`` field is a ``--key=value`` flag; unknown keys are an error. Opt
 warm-up to move a plain AlexNet at all), linear warm-up then cosine decay to ``min_lr_ratio * lr``.
 A checkpoint (``out_dir/ckpt.pt``, written atomically) holds model, optimizer, scheduler, config, step,
 RNG states and the data position (batches consumed), so ``--resume`` continues bit for bit on CPU.
+Under torchrun every rank reads its own batches (see training/data.py); rank 0 logs its own losses and
+writes the checkpoints. The CUDA path: bf16 autocast, channels_last, cudnn.benchmark, pinned memory.
 """
 import dataclasses
 import json
@@ -231,9 +233,8 @@ def train(config: Config, resume: bool = False) -> Dict[str, Any]:
     # --- processes and device
     ddp = 'RANK' in os.environ
     rank, world_size = (int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])) if ddp else (0, 1)
-    if config.device == 'auto':
-        config.device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    if config.device == 'cuda':
+    device_type = ('cuda' if torch.cuda.is_available() else 'cpu') if config.device == 'auto' else config.device
+    if device_type == 'cuda':
         local_rank = int(os.environ.get('LOCAL_RANK', 0))
         torch.cuda.set_device(local_rank)
         device = torch.device('cuda', local_rank)
