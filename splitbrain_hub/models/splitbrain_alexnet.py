@@ -31,7 +31,6 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-from torch.fx._symbolic_trace import is_fx_tracing
 from timm.layers import ClassifierHead, get_device_dtype
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
@@ -130,7 +129,7 @@ class DataLab(nn.Module):
     def _rgb_to_lab_in_chunks(self, rgb: torch.Tensor) -> torch.Tensor:
         """A few images at a time: the conversion's elementwise passes then stay in cache (3x faster on
         a CPU for a batch of 64 at 227x227 than one pass over the whole batch)."""
-        if is_fx_tracing():  # a traced graph cannot hold a loop over a batch size it does not know
+        if isinstance(rgb, torch.fx.Proxy):  # a traced graph cannot hold a loop over a batch size it does not know
             return _rgb_to_lab(rgb)
         chunk = max(1, _LAB_CHUNK_PIXELS // (rgb.shape[-2] * rgb.shape[-1]))
         return torch.cat([_rgb_to_lab(images) for images in rgb.split(chunk)])
