@@ -9,7 +9,6 @@ import tarfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import timm
 import torch
@@ -23,7 +22,7 @@ from splitbrain_hub.errors import InputError
 from splitbrain_hub.quantize import ab_bin_count
 from training.data import BatchStream, build_index, make_loader
 from training.objectives import OBJECTIVES, Objective, get_objective
-from training.train import CHECKPOINT, Config, main, parse_args
+from training.train import CHECKPOINT, main, parse_args
 
 REPO = Path(__file__).resolve().parents[1]
 SHARD = REPO.parent / 'shared' / 'datasets' / 'tiny-imagenet' / 'train-000000.tar'

@@ -19,7 +19,7 @@ pixels it covers, then encoded:
 Greyscale photos carry no colour signal, so they weigh 0 in every Lab term (a grey photo of a colour
 scene would teach "ab = 0"; its "ab" input is empty); only the supervised term uses them.
 """
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import torch
