@@ -22,6 +22,9 @@ from training.train import build_model, load_ab_prior, parse_args
 
 def main(argv=None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if {'-h', '--help'} & set(argv):
+        print(__doc__)
+        return
     own = {a.split('=')[0][2:]: int(a.split('=')[1]) for a in argv if a.split('=')[0] in ('--rounds', '--steps')}
     config, _ = parse_args([a for a in argv if a.split('=')[0] not in ('--rounds', '--steps')])
     rounds, steps = own.get('rounds', 3), own.get('steps', 2)

@@ -363,6 +363,12 @@ def train(config: Config, resume: bool = False) -> Dict[str, Any]:
 
 def main(argv: Optional[List[str]] = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
+    if {'-h', '--help'} & set(argv):
+        print(__doc__)
+        print('Flags (--key=value), with their defaults:')
+        for name, value in dataclasses.asdict(Config()).items():
+            print(f'  --{name}={value}')
+        return
     if argv[:1] == ['ab-prior']:
         options = dict(a.removeprefix('--').split('=', 1) for a in argv[1:])
         config, _ = parse_args([f'--{k}={v}' for k, v in options.items() if k != 'out'])
