@@ -42,7 +42,7 @@ import timm
 import splitbrain_hub  # noqa: F401  (registers the models in timm)
 from splitbrain_hub.errors import InputError
 from splitbrain_hub.quantize import ab_bin_centers, ab_bin_count, hard_encode
-from splitbrain_hub.weights import save_pretrained, sha256_of
+from splitbrain_hub.weights import atomic_write, save_pretrained, sha256_of
 from training.data import BatchStream, build_index, make_loader
 from training.objectives import DEFAULT_OBJECTIVE, Objective, downsample, get_objective
 
@@ -145,9 +145,7 @@ def estimate_ab_prior(data: str, images: int, input_size: int, crop_scale_min: f
 
 def save_ab_prior(counts: torch.Tensor, path: Path, **provenance: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix('.tmp')
-    tmp.write_text(json.dumps(dict(provenance, ab_bin_counts=counts.tolist())) + '\n')
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(dict(provenance, ab_bin_counts=counts.tolist())) + '\n'))
 
 
 def load_ab_prior(path: str) -> torch.Tensor:
@@ -160,9 +158,7 @@ def load_ab_prior(path: str) -> torch.Tensor:
 # --- checkpoints, metrics, export ----------------------------------------------------------------
 
 def save_checkpoint(path: Path, state: Dict[str, Any]) -> None:
-    tmp = path.with_suffix('.tmp')
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # a kill leaves the previous checkpoint or the new one, never half of one
+    atomic_write(path, lambda tmp: torch.save(state, tmp))  # a kill leaves the old checkpoint or the new one
 
 
 def load_checkpoint(path: Path) -> Dict[str, Any]:
