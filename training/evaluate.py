@@ -305,8 +305,8 @@ def ab_predictor(loaded: LoadedModel):
     def predict(lightness: torch.Tensor) -> Dict[Optional[float], torch.Tensor]:
         # ab = 0 is what the trainer shows a network for hidden ab channels; the split-brain l_half never sees them.
         lab = torch.cat([lightness, torch.zeros_like(lightness).expand(-1, 2, -1, -1)], dim=1)
-        # forward_pretext, but only through this half's fc tower: fc6/fc7 are most of the network's cost.
-        output = model.pretext[half](model.pre_logits.branches[half](model.features(model.data_lab.normalize(lab))))
+        # Only this half's fc tower runs: fc6/fc7 are most of the network's cost.
+        output = model.forward_pretext(lab, is_lab=True, halves=[half])[half]
         if target == 'ab_cl':
             centers = ab_bin_centers(dtype=output.dtype)
             return {t: annealed_mean_from_logits(output, centers, t) for t in TEMPERATURES}

@@ -33,7 +33,7 @@ from training.evaluate import (  # noqa: E402
 
 RESULTS = REPO / 'results'
 RUNS = REPO / 'runs' / 'table2'
-DEFAULT_BUDGET_IMAGES = 23_040  # 360 steps of 64: the images the released weights saw (0.72 epoch)
+DEFAULT_BUDGET_IMAGES = 51_200  # 800 steps of 64: the images the released weights saw (1.6 epochs)
 DEFAULT_BATCH = 64
 
 
@@ -158,7 +158,7 @@ def markdown(table: Dict) -> str:
             else:
                 cells.append(f'{statistics.mean(values):.1f} ± {(max(values) - min(values)) / 2:.1f}')
         images = ', '.join('?' if n is None else f'{n:,}' for n in sorted(seen[row.key], key=lambda n: n or 0))
-        lines.append(f"| {row.label} | {images} | {','.join(map(str, seeds[row.key]))} | " + ' | '.join(cells)
+        lines.append(f"| {row.label} | {images} | {','.join(map(str, sorted(seeds[row.key])))} | " + ' | '.join(cells)
                      + f' | {paper} |')
     return '\n'.join(lines) + '\n'
 
