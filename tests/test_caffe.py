@@ -209,10 +209,10 @@ def _max_diffs(model, reference, image, layers):
     with torch.no_grad():
         taps = dict(zip(PROTOTXT, model.forward_intermediates(image, intermediates_only=True)))
         if 'fc6' in layers:
-            pool5 = model.forward_features(image)
+            pool5 = model.features.forward_each(model.data_lab(image))  # each half's own pool5
             branches = model.pre_logits.branches.values()
-            taps['fc6'] = torch.cat([branch[:3](pool5) for branch in branches], dim=1)  # channels, fc6, relu6
-            taps['fc7'] = torch.cat([branch(pool5) for branch in branches], dim=1)
+            taps['fc6'] = torch.cat([branch[:2](x) for branch, x in zip(branches, pool5)], dim=1)  # fc6, relu6
+            taps['fc7'] = torch.cat([branch(x) for branch, x in zip(branches, pool5)], dim=1)
     diffs = {}
     for name in layers:
         expected = reference[name][:, _order(name)]
