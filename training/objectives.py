@@ -67,6 +67,8 @@ class ObjectiveSpec:
 
 SPLIT = {'l_half': [0], 'ab_half': [1, 2]}
 WHOLE = {'lab': [0, 1, 2]}
+L_NET = {'l': [0]}
+AB_NET = {'ab': [1, 2]}
 THIRD = 1 / 3
 
 
@@ -80,14 +82,16 @@ OBJECTIVES: Dict[str, ObjectiveSpec] = dict([
           LossTerm('lab', 'lab', 'reg'), description='Lab->Lab: autoencoder, l2'),
     _spec('lab_drop50_to_lab', 'alexnet_lab', WHOLE, {'lab': 'lab_reg'},
           LossTerm('lab', 'lab', 'reg', input_drop=0.5), description='Lab(drop50)->Lab: denoising autoencoder'),
-    _spec('l_to_ab_cl', 'alexnet_lab', WHOLE, {'lab': 'ab_cl'},
-          LossTerm('lab', 'ab', 'cl', visible=L_ONLY), description='L->ab (cl): colorization'),
-    _spec('l_to_ab_reg', 'alexnet_lab', WHOLE, {'lab': 'ab_reg'},
-          LossTerm('lab', 'ab', 'reg', visible=L_ONLY), description='L->ab (reg): colorization, l2'),
-    _spec('ab_to_l_cl', 'alexnet_lab', WHOLE, {'lab': 'l_cl'},
-          LossTerm('lab', 'l', 'cl', visible=AB_ONLY), description='ab->L (cl): grayscale prediction'),
-    _spec('ab_to_l_reg', 'alexnet_lab', WHOLE, {'lab': 'l_reg'},
-          LossTerm('lab', 'l', 'reg', visible=AB_ONLY), description='ab->L (reg): grayscale prediction, l2'),
+    # The single cross-channel encoders see only their input channels (the paper's L->ab network takes
+    # L): one full-width half, so a linear probe reads the same features the pretext task trained.
+    _spec('l_to_ab_cl', 'alexnet_lab', L_NET, {'l': 'ab_cl'},
+          LossTerm('l', 'ab', 'cl'), description='L->ab (cl): colorization'),
+    _spec('l_to_ab_reg', 'alexnet_lab', L_NET, {'l': 'ab_reg'},
+          LossTerm('l', 'ab', 'reg'), description='L->ab (reg): colorization, l2'),
+    _spec('ab_to_l_cl', 'alexnet_lab', AB_NET, {'ab': 'l_cl'},
+          LossTerm('ab', 'l', 'cl'), description='ab->L (cl): grayscale prediction'),
+    _spec('ab_to_l_reg', 'alexnet_lab', AB_NET, {'ab': 'l_reg'},
+          LossTerm('ab', 'l', 'reg'), description='ab->L (reg): grayscale prediction, l2'),
     # Equation 4: one network does both mappings (regression, as the paper says), missing channels hidden.
     _spec('l_ab_to_ab_l', 'alexnet_lab', WHOLE, {'lab': 'lab_reg'},
           LossTerm('lab', 'ab', 'reg', visible=L_ONLY), LossTerm('lab', 'l', 'reg', visible=AB_ONLY),
