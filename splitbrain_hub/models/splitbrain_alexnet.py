@@ -31,7 +31,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
-from timm.layers import ClassifierHead, get_device_dtype
+from timm.layers import ClassifierHead
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models._pretrained import PretrainedCfg
@@ -168,6 +168,11 @@ class Halves(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.cat(self.forward_each(x), dim=1)
+
+
+def _device_dtype(module: nn.Module) -> Dict[str, Any]:
+    parameter = next(module.parameters())
+    return {'device': parameter.device, 'dtype': parameter.dtype}
 
 
 def _contiguous_slice(name: str, channels: List[int]) -> Tuple[int, int]:
@@ -320,7 +325,8 @@ class SplitBrainAlexNet(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool, **get_device_dtype(self))
+        self.head.reset(num_classes, global_pool)
+        self.head.to(**_device_dtype(self))  # the new classifier where the rest of the model is
 
     def forward_intermediates(
             self,
@@ -383,7 +389,7 @@ class SplitBrainAlexNet(nn.Module):
             self.pretext = nn.ModuleDict()
             self.pretext_targets = {}
             self.head_hidden_size = self.num_features
-            self.head = ClassifierHead(self.num_features, 0, pool_type='', **get_device_dtype(self))
+            self.head = ClassifierHead(self.num_features, 0, pool_type='', **_device_dtype(self))
             self.head.train(self.training)
             self.num_classes = 0
         return take_indices
