@@ -33,7 +33,7 @@ from training.evaluate import (  # noqa: E402
 
 RESULTS = REPO / 'results'
 RUNS = REPO / 'runs' / 'table2'
-DEFAULT_BUDGET_IMAGES = 51_200  # 800 steps of 64: the images the released weights saw (1.6 epochs)
+DEFAULT_BUDGET_IMAGES = 51_200  # 800 steps of 64 (1.6 epochs); the release went on to 1,500 steps
 DEFAULT_BATCH = 64
 
 
