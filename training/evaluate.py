@@ -22,10 +22,8 @@ import hashlib
 import io
 import json
 import math
-import os
 import sys
 import tarfile
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +42,7 @@ from splitbrain_hub.color import lab_to_rgb, rgb_to_lab
 from splitbrain_hub.errors import InputError
 from splitbrain_hub.models.splitbrain_alexnet import PRETEXT_TARGETS, REGRESSION_SCALE
 from splitbrain_hub.quantize import AB_GRID_SIZE, ab_bin_centers, annealed_mean_from_logits, hard_encode, rebalance_weights
-from splitbrain_hub.weights import CONFIG_NAME, WEIGHTS_NAME, load_pretrained, sha256_of
+from splitbrain_hub.weights import CONFIG_NAME, WEIGHTS_NAME, atomic_write, load_pretrained, sha256_of
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = REPO.parent / 'shared' / 'datasets' / 'tiny-imagenet'
@@ -166,19 +164,9 @@ def cached_features(loaded: LoadedModel, root: Path, split: str, per_class: Opti
     features = probe_features(loaded.model, images, input_size, desc=f'{loaded.name} {split} features')
     folder.mkdir(parents=True, exist_ok=True)
     for layer, path in paths.items():
-        _atomic_save({'features': features[layer], 'labels': labels}, path)
+        tensors = {'features': features[layer], 'labels': labels}
+        atomic_write(path, lambda tmp, tensors=tensors: save_file(tensors, tmp))
     return features, labels
-
-
-def _atomic_save(tensors: Dict[str, torch.Tensor], path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    os.close(fd)
-    try:
-        save_file(tensors, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass(frozen=True)
@@ -454,10 +442,7 @@ def _named(spec: str) -> Tuple[Optional[str], str]:
 
 def write_json(data, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    with os.fdopen(fd, 'w') as f:
-        f.write(json.dumps(data, indent=1) + '\n')
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1) + '\n'))
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
