@@ -135,15 +135,19 @@ def _train_command(out_dir: Path, data: Path, steps: int, *extra: str):
             '--progress=false', *extra]
 
 
+# Long enough that the run is still going when the test kills it, even on an idle machine.
+RESUME_STEPS = 24
+
+
 @pytest.fixture(scope='module')
 def resumed_runs(image_folder, tmp_path_factory):
-    """An uninterrupted 6-step run, and one SIGKILLed after step 3 then resumed (run side by side)."""
+    """An uninterrupted run, and one SIGKILLed once it has logged 3 steps then resumed (side by side)."""
     root = tmp_path_factory.mktemp('runs')
     whole, killed = root / 'whole', root / 'killed'
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    first = subprocess.Popen(_train_command(whole, image_folder, 6), cwd=REPO, env=env,
+    first = subprocess.Popen(_train_command(whole, image_folder, RESUME_STEPS), cwd=REPO, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    second = subprocess.Popen(_train_command(killed, image_folder, 6), cwd=REPO, env=env,
+    second = subprocess.Popen(_train_command(killed, image_folder, RESUME_STEPS), cwd=REPO, env=env,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     metrics = killed / 'metrics.jsonl'
@@ -153,7 +157,7 @@ def resumed_runs(image_folder, tmp_path_factory):
     second.send_signal(signal.SIGKILL)
     second.wait()
     killed_at = torch.load(killed / CHECKPOINT, weights_only=True)['step']
-    resume = subprocess.run(_train_command(killed, image_folder, 6, '--resume'), cwd=REPO, env=env,
+    resume = subprocess.run(_train_command(killed, image_folder, RESUME_STEPS, '--resume'), cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=120)
     assert resume.returncode == 0, resume.stderr
     assert first.wait(timeout=120) == 0, first.stderr.read()
@@ -162,17 +166,17 @@ def resumed_runs(image_folder, tmp_path_factory):
 
 def test_resume_after_sigkill_matches_an_uninterrupted_run(resumed_runs):
     whole, killed, killed_at = resumed_runs
-    assert 2 <= killed_at < 6
+    assert 2 <= killed_at < RESUME_STEPS
     a = torch.load(whole / CHECKPOINT, weights_only=True)
     b = torch.load(killed / CHECKPOINT, weights_only=True)
-    assert a['step'] == b['step'] == 6 and a['images_seen'] == b['images_seen'] == 24
+    assert a['step'] == b['step'] == RESUME_STEPS and a['images_seen'] == b['images_seen'] == 4 * RESUME_STEPS
     for key, value in a['model'].items():
         assert torch.equal(value, b['model'][key]), key
     for x, y in zip(a['optimizer']['state'].values(), b['optimizer']['state'].values()):
         assert all(torch.equal(x[k], y[k]) for k in x)
     rows_a = [json.loads(r) for r in (whole / 'metrics.jsonl').read_text().splitlines()]
     rows_b = [json.loads(r) for r in (killed / 'metrics.jsonl').read_text().splitlines()]
-    assert [r['step'] for r in rows_b] == list(range(1, 7))
+    assert [r['step'] for r in rows_b] == list(range(1, RESUME_STEPS + 1))
     assert [r['loss'] for r in rows_a] == [r['loss'] for r in rows_b]
 
 
@@ -181,7 +185,7 @@ def test_export_round_trip_through_timm(resumed_runs, tmp_path):
     main([f'--out_dir={whole}', f'--export={tmp_path}'])
     weights = tmp_path / 'model.safetensors'
     config = json.loads((tmp_path / 'config.json').read_text())
-    assert config['training']['step'] == 6 and config['pretrained_cfg']['input_size'] == [3, 96, 96]
+    assert config['training']['step'] == RESUME_STEPS and config['pretrained_cfg']['input_size'] == [3, 96, 96]
     assert 'sha256' in (tmp_path / 'README.md').read_text()
     model = timm.create_model('splitbrain_alexnet', pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)))
     trained = torch.load(whole / CHECKPOINT, weights_only=True)['model']
