@@ -288,27 +288,26 @@ def _check_centers(centers: object) -> None:
 
 
 def _check_values(values: object, centers: Tensor) -> None:
+    """Targets: (N, C, H, W) with C the centres' dimension, finite."""
     _check_centers(centers)
-    if not isinstance(values, Tensor):
-        raise InputError(f"values: expected a torch.Tensor, got {type(values).__name__}")
-    if not values.is_floating_point():
-        raise InputError(f"values: expected a floating-point dtype, got {values.dtype}")
-    channels = centers.shape[1]
-    if values.ndim != 4 or values.shape[1] != channels:
-        raise InputError(f"values: expected shape (N, {channels}, H, W) to match centers, got {tuple(values.shape)}")
+    _check_batch(values, "values", centers.shape[1])
     if not torch.isfinite(values).all():
         raise InputError("values: expected finite values, got NaN or infinity")
 
 
 def _check_distribution(tensor: object, name: str, centers: Tensor) -> None:
+    """Distributions or logits: (N, Q, H, W) with Q the number of centres."""
     _check_centers(centers)
+    _check_batch(tensor, name, centers.shape[0])
+
+
+def _check_batch(tensor: object, name: str, channels: int) -> None:
     if not isinstance(tensor, Tensor):
         raise InputError(f"{name}: expected a torch.Tensor, got {type(tensor).__name__}")
     if not tensor.is_floating_point():
         raise InputError(f"{name}: expected a floating-point dtype, got {tensor.dtype}")
-    count = centers.shape[0]
-    if tensor.ndim != 4 or tensor.shape[1] != count:
-        raise InputError(f"{name}: expected shape (N, {count}, H, W) to match centers, got {tuple(tensor.shape)}")
+    if tensor.ndim != 4 or tensor.shape[1] != channels:
+        raise InputError(f"{name}: expected shape (N, {channels}, H, W) to match centers, got {tuple(tensor.shape)}")
 
 
 def _check_positive(number: object, name: str) -> None:
