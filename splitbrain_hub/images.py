@@ -12,7 +12,7 @@ before a pixel reaches the network. Files are decoded defensively: Pillow's deco
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Optional, Union
 
 import numpy as np
 import torch

@@ -23,16 +23,15 @@ import torch
 import torch.nn.functional as F
 
 from .color import _lab_to_rgb, _rgb_to_lab
-from .errors import InputError, WeightsError
+from .errors import InputError
 from .images import ImageBatch, load_batches, to_output
 from .models.splitbrain_alexnet import PRETEXT_TARGETS, REGRESSION_SCALE
 from .quantize import ab_bin_centers, annealed_mean_from_logits, l_bin_centers
-from .weights import CONFIG_NAME, WEIGHTS_NAME, load_pretrained
+from .weights import DEFAULT_ARCHITECTURE as DEFAULT_MODEL, load_pretrained
 
 __all__ = ['colorize', 'predict_lightness', 'extract_features', 'load_model', 'resolve_device',
            'CrossChannelTask', 'COLORIZE', 'LIGHTNESS', 'FEATURE_LAYERS']
 
-DEFAULT_MODEL = 'splitbrain_alexnet'
 DEFAULT_TEMPERATURE = 0.38
 # Below 0.01 the annealed mean's softmax(logits / T) leaves float range; above 10 it is the plain mean.
 TEMPERATURE_RANGE = (0.01, 10.0)
@@ -115,14 +114,7 @@ def _load_weights(weights: Union[str, Path, None]) -> torch.nn.Module:
     import timm
     if weights is None:
         return timm.create_model(DEFAULT_MODEL, pretrained=True)
-    path = Path(weights)
-    if not path.exists():
-        raise WeightsError(f'{path}: expected a save_pretrained folder or a .safetensors file, but it does not exist')
-    file = path / WEIGHTS_NAME if path.is_dir() else path
-    if (file.parent / CONFIG_NAME).is_file():
-        return load_pretrained(path)
-    # A bare safetensors file: the default architecture (timm's loader checks suffix and keys).
-    return timm.create_model(DEFAULT_MODEL, pretrained=True, pretrained_cfg_overlay=dict(file=str(file)))
+    return load_pretrained(weights)
 
 
 def _model_and_device(model: Optional[torch.nn.Module], device) -> Tuple[torch.nn.Module, torch.device]:

@@ -30,6 +30,7 @@ _logger = logging.getLogger(__name__)
 SHIPPED_DIR = Path(__file__).parent / 'weights'
 WEIGHTS_NAME = 'model.safetensors'
 CONFIG_NAME = 'config.json'
+DEFAULT_ARCHITECTURE = 'splitbrain_alexnet'
 _HUB_PROBE_TIMEOUT_S = 2.0
 
 
@@ -113,16 +114,21 @@ def save_pretrained(model: torch.nn.Module, directory: Union[str, Path], dtype: 
 
 
 def load_pretrained(path: Union[str, Path], **kwargs: Any) -> torch.nn.Module:
-    """Build the model a ``save_pretrained`` folder (or its ``model.safetensors``) describes and load it.
+    """Build and load the model of a ``save_pretrained`` folder, its ``model.safetensors``, or a bare file.
 
-    ``kwargs`` override the stored ``model_args`` (e.g. ``num_classes=10`` for fine-tuning).
+    With a ``config.json`` next to the weights, its architecture and ``model_args`` build the model; a
+    bare ``.safetensors`` file is taken to be the released recipe (``splitbrain_alexnet``), as the
+    shipped weights are. ``kwargs`` override the model arguments (e.g. ``num_classes=10``).
     """
     import timm
     path = Path(path)
     weights_path = path / WEIGHTS_NAME if path.is_dir() else path
+    if not weights_path.is_file():
+        raise WeightsError(f'{path}: expected a save_pretrained folder or a .safetensors file, but it does not exist')
     config_path = weights_path.parent / CONFIG_NAME
     if not config_path.is_file():
-        raise WeightsError(f'{weights_path}: expected {CONFIG_NAME} next to it (written by save_pretrained)')
+        return timm.create_model(DEFAULT_ARCHITECTURE, pretrained=True,
+                                 pretrained_cfg_overlay=dict(file=str(weights_path)), **kwargs)
     try:
         config = json.loads(config_path.read_text())
         architecture = config['architecture']

@@ -10,7 +10,6 @@ import sys
 import tarfile
 from pathlib import Path
 
-import pytest
 import timm
 
 CACHE = Path(os.environ.get('SPLITBRAIN_TIMM_TESTS', Path.home() / '.cache' / 'splitbrain_hub' / 'timm-tests'))

@@ -1,13 +1,11 @@
 """Saving and loading: safetensors + config.json, and each pretrained source, all offline."""
 import json
 import logging
-from pathlib import Path
 
 import pytest
 import timm
 import torch
 
-import splitbrain_hub
 from splitbrain_hub import WeightsError, load_pretrained, save_pretrained
 from splitbrain_hub import weights
 

@@ -42,7 +42,7 @@ from splitbrain_hub.color import lab_to_rgb, rgb_to_lab
 from splitbrain_hub.errors import InputError
 from splitbrain_hub.models.splitbrain_alexnet import PRETEXT_TARGETS, REGRESSION_SCALE
 from splitbrain_hub.quantize import AB_GRID_SIZE, ab_bin_centers, annealed_mean_from_logits, hard_encode, rebalance_weights
-from splitbrain_hub.weights import CONFIG_NAME, WEIGHTS_NAME, atomic_write, load_pretrained, sha256_of
+from splitbrain_hub.weights import WEIGHTS_NAME, atomic_write, load_pretrained, sha256_of
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = REPO.parent / 'shared' / 'datasets' / 'tiny-imagenet'
@@ -125,10 +125,7 @@ def load_model(weights: str, name: Optional[str] = None, seed: int = 0) -> Loade
     if not file.is_file():
         raise InputError(f'--weights: expected "gaussian", a .safetensors file or a folder with {WEIGHTS_NAME}, '
                          f'got {weights!r}')
-    if (file.parent / CONFIG_NAME).is_file():
-        model = load_pretrained(file)
-    else:  # a bare file: the released split-brain recipe (the shipped weights are such a file)
-        model = timm.create_model('splitbrain_alexnet', pretrained=True, pretrained_cfg_overlay=dict(file=str(file)))
+    model = load_pretrained(file)  # a bare file is the released split-brain recipe, as the shipped weights
     default_name = file.parent.name if path.is_dir() else file.stem
     return LoadedModel(name or default_name, model.eval().requires_grad_(False), sha256_of(file), str(file))
 

@@ -34,7 +34,6 @@ import torch.nn as nn
 from timm.layers import ClassifierHead
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
-from timm.models._pretrained import PretrainedCfg
 
 from ..color import _rgb_to_lab
 from ..errors import InputError, WeightsError
@@ -262,7 +261,6 @@ class SplitBrainAlexNet(nn.Module):
         self.in_chans = in_chans
         self.drop_rate = drop_rate
         self.pool5_stride = pool5_stride
-        self.grad_checkpointing = False
 
         self.data_lab = DataLab(in_chans, **dd)
         lab_slices = [_contiguous_slice(name, channels) for name, channels in halves.items()]
