@@ -1,23 +1,53 @@
-"""Training img/s of a recipe with the real data pipeline vs synthetic in-memory batches.
+"""Training img/s: the fp32 step against the default recipe, and the real data pipeline against memory.
 
-    python -m training.bench                       # default recipe (split-brain (cl,cl), 128 px, batch 64)
+    python -m training.bench                       # split-brain (cl,cl), 128 px, batch 64
     python -m training.bench --batch_size=32 --threads=1 --rounds=3 --steps=2
 
-Both modes run the same training step (colour conversion, targets, forward, backward, Adam). The real
-mode pulls each batch from the DataLoader (tar shards, decode, crop, workers); the synthetic mode
-reuses one batch already in memory. Rounds alternate the two modes so that a change in machine load
-hits both alike. The goal is real >= 90% of synthetic: then the input pipeline does not limit the step.
-Any ``Config`` key is accepted as ``--key=value`` (see training/train.py).
+Three modes run the trainer's own step (``training.train.training_step``: colour conversion, targets,
+forward, backward, optimizer update) in one process, round-robin, so a change in machine load hits all
+alike:
+
+* ``fp32``: the plain recipe: amp off, NCHW, unfused Adam, one batch already in memory;
+* ``default``: the given config (default: bf16 autocast where native, channels_last, fused Adam), same batch;
+* ``default, real data``: the same step, each batch pulled from the DataLoader (tar shards, decode, crop).
+
+Goals: default >= 1.6x fp32 (the mixed-precision recipe pays), real >= 0.90x in-memory (the input pipeline
+does not limit the step). Any ``Config`` key is accepted as ``--key=value`` (see training/train.py).
 """
+import dataclasses
 import sys
 import time
+from typing import Callable, Dict
 
 import torch
 
+from splitbrain_hub.precision import autocast_dtype, precision_name
 from splitbrain_hub.quantize import ab_bin_count
 from training.data import BatchStream, build_index, make_loader
 from training.objectives import Objective, get_objective
-from training.train import build_model, load_ab_prior, parse_args
+from training.train import Config, build_model, load_ab_prior, make_optimizer, parse_args, training_step
+
+FP32 = dict(amp='off', channels_last=False, fused_adam=False)
+
+
+def make_step(config: Config, device: torch.device, seed: int) -> Callable[..., None]:
+    """A training step of ``config`` with its own model and optimizer (same initial weights for every mode)."""
+    torch.manual_seed(seed)
+    model = build_model(config, device)
+    prior = load_ab_prior(config.ab_prior) if config.ab_prior else torch.ones(ab_bin_count(), dtype=torch.float64)
+    objective = Objective(model, get_objective(config.objective), ab_prior=prior if config.rebalance else None)
+    objective = objective.to(device)
+    if config.channels_last:
+        objective = objective.to(memory_format=torch.channels_last)
+    network = torch.compile(objective) if config.compile else objective
+    optimizer = make_optimizer(config, model)
+    amp_dtype = autocast_dtype(config.amp, device)
+
+    def step(images: torch.Tensor, labels: torch.Tensor, colour: torch.Tensor) -> None:
+        training_step(network, model, optimizer, images.to(device, non_blocking=True), labels.to(device),
+                      colour.to(device), amp_dtype, config.channels_last)
+    step.precision = precision_name(amp_dtype)
+    return step
 
 
 def main(argv=None) -> None:
@@ -32,47 +62,44 @@ def main(argv=None) -> None:
     if config.threads:
         torch.set_num_threads(config.threads)
     torch.backends.cudnn.benchmark = True
-    model = build_model(config, device)
-    prior = load_ab_prior(config.ab_prior) if config.ab_prior else torch.ones(ab_bin_count(), dtype=torch.float64)
-    objective = Objective(model, get_objective(config.objective), ab_prior=prior if config.rebalance else None)
-    objective = objective.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.99))
+    fp32_step = make_step(dataclasses.replace(config, **FP32, compile=False), device, config.seed)
+    default_step = make_step(config, device, config.seed)
     stream = BatchStream(build_index(config.data), config.batch_size, config.input_size,
                          (config.crop_scale_min, 1.0), config.seed)
     loader = iter(make_loader(stream, config.num_workers, pin_memory=device.type == 'cuda'))
-    synthetic = [t.to(device) for t in next(loader)[1:]]
+    in_memory = next(loader)[1:]
+    modes: Dict[str, Callable[[], None]] = {
+        'fp32': lambda: fp32_step(*in_memory),
+        'default': lambda: default_step(*in_memory),
+        'default, real data': lambda: default_step(*next(loader)[1:]),
+    }
 
-    def step(images, labels, colour) -> None:
-        images = images.to(device, non_blocking=True)
-        lab = model.data_lab.lab(images.float() / 255)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == 'cuda'):
-            loss, _ = objective(lab, labels.to(device, non_blocking=True), colour.to(device, non_blocking=True))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-
-    def timed(real: bool) -> float:
+    def timed(run: Callable[[], None]) -> float:
         if device.type == 'cuda':
             torch.cuda.synchronize()
         start = time.perf_counter()
         for _ in range(steps):
-            step(*(next(loader)[1:] if real else synthetic))
+            run()
         if device.type == 'cuda':
             torch.cuda.synchronize()
         return time.perf_counter() - start
 
-    step(*synthetic)  # warm-up (allocator, cudnn autotuning, worker start)
-    seconds = {True: 0.0, False: 0.0}
+    for run in modes.values():  # warm-up: allocator, oneDNN/cudnn kernel choice, compilation, worker start
+        run()
+    seconds = dict.fromkeys(modes, 0.0)
     for _ in range(rounds):
-        for real in (False, True):
-            seconds[real] += timed(real)
-    images = rounds * steps * config.batch_size
-    synthetic_rate, real_rate = images / seconds[False], images / seconds[True]
+        for name, run in modes.items():
+            seconds[name] += timed(run)
+    rate = {name: rounds * steps * config.batch_size / s for name, s in seconds.items()}
     print(f'device {device}, torch threads {torch.get_num_threads()}, workers {config.num_workers}, '
-          f'batch {config.batch_size}, input {config.input_size}, {rounds} rounds x {steps} steps per mode')
-    print(f'synthetic in-memory batches: {synthetic_rate:.1f} img/s')
-    print(f'real data pipeline:          {real_rate:.1f} img/s')
-    print(f'ratio real / synthetic:      {real_rate / synthetic_rate:.3f} (goal >= 0.90)')
+          f'batch {config.batch_size}, input {config.input_size}, objective {config.objective}, '
+          f'{rounds} rounds x {steps} steps per mode')
+    print(f'fp32 (amp off, NCHW, unfused Adam), in memory:  {rate["fp32"]:.1f} img/s')
+    print(f'default ({default_step.precision}, channels_last={config.channels_last}, fused_adam={config.fused_adam}, '
+          f'compile={config.compile}), in memory:  {rate["default"]:.1f} img/s')
+    print(f'default, real data pipeline:  {rate["default, real data"]:.1f} img/s')
+    print(f'ratio default / fp32:  {rate["default"] / rate["fp32"]:.2f} (goal >= 1.6)')
+    print(f'ratio real / in memory:  {rate["default, real data"] / rate["default"]:.3f} (goal >= 0.90)')
 
 
 if __name__ == '__main__':

@@ -22,6 +22,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import sys
 import tarfile
 import time
@@ -41,12 +42,14 @@ import splitbrain_hub  # noqa: F401  (registers the models in timm)
 from splitbrain_hub.color import lab_to_rgb, rgb_to_lab
 from splitbrain_hub.errors import InputError
 from splitbrain_hub.models.splitbrain_alexnet import PRETEXT_TARGETS, REGRESSION_SCALE
+from splitbrain_hub.precision import AMP_SETTINGS, autocast, autocast_dtype, precision_name
 from splitbrain_hub.quantize import AB_GRID_SIZE, ab_bin_centers, annealed_mean_from_logits, hard_encode, rebalance_weights
 from splitbrain_hub.weights import WEIGHTS_NAME, atomic_write, load_pretrained, sha256_of
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = REPO.parent / 'shared' / 'datasets' / 'tiny-imagenet'
-CACHE = REPO / 'cache'
+# Feature caches live outside the work tree (never committed; kept for a later checkout on this machine).
+CACHE = Path(os.environ.get('SPLITBRAIN_HUB_CACHE', '~/.cache/splitbrain_hub/cache')).expanduser()
 NUM_CLASSES = 200
 
 # Probe grid per layer at a 128x128 input (native grids 30, 14, 6, 6, 6): the paper's flattened sizes.
@@ -133,32 +136,40 @@ def load_model(weights: str, name: Optional[str] = None, seed: int = 0) -> Loade
 # --- linear probe ---------------------------------------------------------------------------------
 
 def probe_features(model: torch.nn.Module, images: torch.Tensor, input_size: int,
-                   batch_size: int = 100, desc: str = 'features') -> Dict[str, torch.Tensor]:
-    """conv1..conv5 after ReLU, bilinearly resized to ``PROBE_GRIDS`` and flattened, float16 (N, C*g*g)."""
+                   amp_dtype: Optional[torch.dtype] = None, batch_size: int = 100,
+                   desc: str = 'features') -> Dict[str, torch.Tensor]:
+    """conv1..conv5 after ReLU, bilinearly resized to ``PROBE_GRIDS`` and flattened, float16 (N, C*g*g).
+
+    The network runs under autocast with ``amp_dtype`` (None: fp32); resizing is done in fp32.
+    """
     out: Dict[str, List[torch.Tensor]] = {layer: [] for layer in LAYERS}
     with torch.inference_mode():
         for start in tqdm(range(0, len(images), batch_size), desc=desc, unit='batch', leave=False):
             x = to_input(images[start:start + batch_size], input_size)
-            taps = model.forward_intermediates(x, indices=list(range(len(LAYERS))), intermediates_only=True)
+            with autocast(x.device, amp_dtype):
+                taps = model.forward_intermediates(x, indices=list(range(len(LAYERS))), intermediates_only=True)
             for layer, tap in zip(LAYERS, taps):
                 grid = PROBE_GRIDS[layer]
-                resized = F.interpolate(tap, size=(grid, grid), mode='bilinear', align_corners=False)
+                resized = F.interpolate(tap.float(), size=(grid, grid), mode='bilinear', align_corners=False)
                 out[layer].append(resized.flatten(1).half())
     return {layer: torch.cat(parts) for layer, parts in out.items()}
 
 
 def cached_features(loaded: LoadedModel, root: Path, split: str, per_class: Optional[int], input_size: int,
-                    cache_dir: Path) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+                    cache_dir: Path, amp_dtype: Optional[torch.dtype] = None
+                    ) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
     """``probe_features`` of one split, read from the cache when an earlier run computed them."""
     count = 'all' if per_class is None else f'{per_class}pc'
     folder = cache_dir / 'probe_features' / loaded.sha256[:16]
-    paths = {layer: folder / f'{split}_{count}_in{input_size}_{layer}_{PROBE_GRIDS[layer]}x{PROBE_GRIDS[layer]}.safetensors'
+    precision = '' if amp_dtype is None else f'_{precision_name(amp_dtype)}'
+    paths = {layer: folder / (f'{split}_{count}_in{input_size}{precision}_{layer}_'
+                              f'{PROBE_GRIDS[layer]}x{PROBE_GRIDS[layer]}.safetensors')
              for layer in LAYERS}
     if all(p.is_file() for p in paths.values()):
         loaded_layers = {layer: load_file(str(p)) for layer, p in paths.items()}
         return {k: v['features'] for k, v in loaded_layers.items()}, loaded_layers['conv1']['labels']
     images, labels = read_split(root, split, per_class)
-    features = probe_features(loaded.model, images, input_size, desc=f'{loaded.name} {split} features')
+    features = probe_features(loaded.model, images, input_size, amp_dtype, desc=f'{loaded.name} {split} features')
     folder.mkdir(parents=True, exist_ok=True)
     for layer, path in paths.items():
         tensors = {'features': features[layer], 'labels': labels}
@@ -222,13 +233,17 @@ def train_probe(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tenso
 
 def linear_probe(loaded: LoadedModel, root: Path = DATASET, train_per_class: Optional[int] = 50,
                  val_per_class: Optional[int] = None, input_size: int = 128, layers: Sequence[str] = LAYERS,
-                 config: ProbeConfig = ProbeConfig(), cache_dir: Path = CACHE) -> List[Dict]:
-    """Probe accuracy per layer of one model: a list of result records (one per layer)."""
+                 config: ProbeConfig = ProbeConfig(), cache_dir: Path = CACHE, amp: str = 'auto') -> List[Dict]:
+    """Probe accuracy per layer of one model: a list of result records (one per layer).
+
+    ``amp`` is the feature extraction's precision (see ``splitbrain_hub.precision``); the probe trains in fp32.
+    """
     unknown = [layer for layer in layers if layer not in LAYERS]
     if unknown:
         raise InputError(f'layers: expected names from {LAYERS}, got {unknown}')
-    train_features, train_y = cached_features(loaded, root, 'train', train_per_class, input_size, cache_dir)
-    val_features, val_y = cached_features(loaded, root, 'val', val_per_class, input_size, cache_dir)
+    amp_dtype = autocast_dtype(amp, next(loaded.model.parameters()).device)
+    train_features, train_y = cached_features(loaded, root, 'train', train_per_class, input_size, cache_dir, amp_dtype)
+    val_features, val_y = cached_features(loaded, root, 'val', val_per_class, input_size, cache_dir, amp_dtype)
     results = []
     for layer in layers:
         start = time.perf_counter()
@@ -239,7 +254,8 @@ def linear_probe(loaded: LoadedModel, root: Path = DATASET, train_per_class: Opt
             feature_shape=[train_features[layer].shape[1] // PROBE_GRIDS[layer] ** 2, PROBE_GRIDS[layer],
                            PROBE_GRIDS[layer]],
             feature_size=train_features[layer].shape[1], train_count=len(train_y), val_count=len(val_y),
-            input_size=input_size, top1=round(accuracy, 5), probe=config.__dict__,
+            input_size=input_size, features_precision=precision_name(amp_dtype), top1=round(accuracy, 5),
+            probe=config.__dict__,
             probe_seconds=round(time.perf_counter() - start, 1),
         ))
     return results
@@ -460,7 +476,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     probe.add_argument('--layers', nargs='+', default=list(LAYERS), choices=LAYERS)
     probe.add_argument('--epochs', type=int, default=ProbeConfig.epochs)
     probe.add_argument('--probe-seed', type=int, default=ProbeConfig.seed)
-    probe.add_argument('--cache', type=Path, default=CACHE, help='feature cache folder (default ./cache)')
+    probe.add_argument('--amp', choices=AMP_SETTINGS, default='auto',
+                       help='precision of the feature extraction: auto = bf16 where the CPU/GPU has it natively')
+    probe.add_argument('--cache', type=Path, default=CACHE, help=f'feature cache folder (default {CACHE})')
     colorize = commands.add_parser('colorization', parents=[common], help='AuC, rebalanced AuC, PSNR, chroma on val')
     colorize.set_defaults(val_per_class=10)  # 2,000 val photos: the fc layers make this the slow evaluation
     args = parser.parse_args(argv)
@@ -470,7 +488,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.command == 'linear-probe':
         config = ProbeConfig(epochs=args.epochs, seed=args.probe_seed)
         results = [r for m in models for r in linear_probe(
-            m, args.data, args.train_per_class, args.val_per_class, args.input_size, args.layers, config, args.cache)]
+            m, args.data, args.train_per_class, args.val_per_class, args.input_size, args.layers, config, args.cache,
+            args.amp)]
         for r in results:
             print(f"{r['model']:>24} {r['layer']}  {r['feature_size']:>5}  top-1 {100 * r['top1']:.2f}%")
     else:

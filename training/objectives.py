@@ -189,8 +189,11 @@ class Objective(nn.Module):
         return torch.where(keep, lab, self.hidden_value.to(lab.dtype))
 
     def _term_loss(self, term: LossTerm, output: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
-        """Per-sample loss (N,) of one term."""
-        output = output.float()
+        """Per-sample loss (N,) of one term, in fp32 also under autocast (targets, soft encoding, log-softmax)."""
+        with torch.autocast(output.device.type, enabled=False):
+            return self._term_loss_fp32(term, output.float(), lab.float())
+
+    def _term_loss_fp32(self, term: LossTerm, output: torch.Tensor, lab: torch.Tensor) -> torch.Tensor:
         target = downsample(lab, output.shape[-2:])[:, list(TARGET_CHANNELS[term.target])]
         if term.loss == 'reg':
             head_channels = PRETEXT_TARGETS[self.spec.pretext[term.head]].channels

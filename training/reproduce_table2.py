@@ -27,12 +27,14 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from splitbrain_hub.precision import AMP_SETTINGS  # noqa: E402
 from training.evaluate import (  # noqa: E402
     CACHE, DATASET, LAYERS, PROBE_GRIDS, REPO, ProbeConfig, linear_probe, load_model, write_json,
 )
+from training.train import RUNS_DIR  # noqa: E402
 
 RESULTS = REPO / 'results'
-RUNS = REPO / 'runs' / 'table2'
+RUNS = RUNS_DIR / 'table2'
 DEFAULT_BUDGET_IMAGES = 51_200  # 800 steps of 64 (1.6 epochs); the release went on to 1,500 steps
 DEFAULT_BATCH = 64
 
@@ -56,6 +58,8 @@ ROWS: Tuple[Row, ...] = (
     Row('ab_to_l_cl', 'ab→L (cl)', (11.6, 19.2, 22.6, 21.7, 19.2)),
     Row('ab_to_l_reg', 'ab→L (reg)', (11.5, 19.4, 23.5, 23.9, 21.7)),
     Row('l_ab_to_ab_l', '(L,ab)→(ab,L)', (15.1, 22.6, 24.4, 23.2, 21.1)),
+    Row('l_ab_lab_to_ab_l_lab', '(L,ab,Lab)→(ab,L,Lab)', (15.4, 22.9, 24.0, 22.0, 18.9)),
+    Row('ensembled_l_to_ab', 'Ensembled L→ab', (11.7, 23.7, 30.9, 32.2, 31.3)),
     Row('split_brain_reg', 'Split-Brain Auto (reg,reg)', (17.4, 27.9, 33.6, 34.2, 32.3)),
     Row('split_brain_cl', 'Split-Brain Auto (cl,cl)', (17.7, 29.3, 35.4, 35.2, 32.8)),
     # The weights shipped in the package (their own run and budget: see MODEL_CARD.md), probed the same way.
@@ -105,10 +109,17 @@ def images_seen(weights: str) -> Optional[int]:
     return json.loads(config.read_text()).get('training', {}).get('images_seen')
 
 
+def train_seconds(weights: str) -> Optional[float]:
+    """The trainer's own count of training seconds (all resumes together), from the export's config.json."""
+    config = Path(weights) / 'config.json'
+    seconds = json.loads(config.read_text()).get('training', {}).get('train_seconds') if config.is_file() else None
+    return None if seconds is None else round(seconds, 1)
+
+
 def protocol(args: argparse.Namespace) -> Dict:
     """Everything the probe numbers depend on besides the weights: a stored result is reused only if equal."""
     return dict(train_per_class=args.train_per_class, val_per_class=args.val_per_class, input_size=args.input_size,
-                grids=PROBE_GRIDS, probe=ProbeConfig(epochs=args.epochs).__dict__)
+                grids=PROBE_GRIDS, probe=ProbeConfig(epochs=args.epochs).__dict__, features_amp=args.amp)
 
 
 def load_previous(path: Path) -> Dict:
@@ -131,7 +142,7 @@ def markdown(table: Dict) -> str:
         '# Table 2 on Tiny ImageNet: linear probes on frozen conv1..conv5',
         '',
         f"Top-1 (%) on the val split (200 classes, {table['val_count']} images) of multinomial logistic regression "
-        f"trained on {table['train_count']} train images ({p['train_per_class']} per class); features resized to "
+        f"trained on {table['train_count']} train images ({p['train_per_class'] or 'all'} per class); features resized to "
         'conv1 96×10×10 = 9600, conv2 256×6×6 = 9216, conv3/conv4 384×5×5 = 9600, conv5 256×6×6 = 9216; '
         f"input {p['input_size']}×{p['input_size']} (64×64 photos upsampled). "
         'Paper: ImageNet, 1000 classes, 1.3M images, full training (Table 2). '
@@ -176,8 +187,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument('--release-weights', type=Path, default=REPO / ROW_BY_KEY['release'].weights,
                         help='weights file of the "release" row (default: the file shipped in the package)')
     parser.add_argument('--data', type=Path, default=DATASET)
-    parser.add_argument('--train-per-class', type=int, default=50)
+    parser.add_argument('--train-per-class', type=int, default=None,
+                        help='probe train images per class (default: all 160 = 32,000, as the paper fits on all)')
     parser.add_argument('--val-per-class', type=int, default=None)
+    parser.add_argument('--amp', choices=AMP_SETTINGS, default='auto', help='feature extraction precision')
     parser.add_argument('--input-size', type=int, default=128)
     parser.add_argument('--epochs', type=int, default=ProbeConfig.epochs)
     parser.add_argument('--out', type=Path, default=RESULTS / 'table2_tiny_imagenet.json')
@@ -204,10 +217,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             else:
                 out_dir = run_dir(key, args.budget_images, seed)
                 if args.no_train and not finished(out_dir, math.ceil(args.budget_images / args.batch_size)):
-                    missing[key] = f'not trained (no finished run at {out_dir.relative_to(REPO)})'
+                    missing[key] = f'not trained (no finished run at {out_dir})'
                     continue
+                trained_now = not finished(out_dir, math.ceil(args.budget_images / args.batch_size))
                 weights = str(train(key, args.budget_images, seed, args.batch_size, args.train_arg))
-            timings[f'{key}_s{seed}_train'] = round(time.perf_counter() - start, 1)
+                if trained_now:  # wall time of this invocation's training (a resumed run: its remainder only)
+                    timings[f'{key}_s{seed}_train'] = round(time.perf_counter() - start, 1)
+                timings[f'{key}_s{seed}_train_seconds_in_run'] = train_seconds(weights)
             loaded = load_model(weights, name=f'{key}_s{seed}', seed=seed)
             old = [r for r in kept if r['row'] == key and r['seed'] == seed and r['weights_sha256'] == loaded.sha256]
             if len(old) == len(LAYERS):
@@ -215,7 +231,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 continue
             start = time.perf_counter()
             records = linear_probe(loaded, args.data, args.train_per_class, args.val_per_class, args.input_size,
-                                   LAYERS, ProbeConfig(epochs=args.epochs), CACHE)
+                                   LAYERS, ProbeConfig(epochs=args.epochs), CACHE, args.amp)
             timings[f'{key}_s{seed}_probe'] = round(time.perf_counter() - start, 1)
             results.extend(dict(row=key, seed=seed, images_seen=images_seen(weights), **r) for r in records)
             print(f'{key} seed {seed}: ' + '  '.join(f"{r['layer']} {100 * r['top1']:.1f}" for r in records),
@@ -224,6 +240,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                          missing=missing, seconds=timings, train_count=records[0]['train_count'],
                          val_count=records[0]['val_count'])
             write_json(table, args.out)  # after every model: a killed run keeps what it measured
+            args.out.with_suffix('.md').write_text(markdown(table))
     if not results:
         print('nothing probed', file=sys.stderr)
         return 1

@@ -41,11 +41,14 @@ from torch.nn.parallel import DistributedDataParallel
 import timm
 import splitbrain_hub  # noqa: F401  (registers the models in timm)
 from splitbrain_hub.errors import InputError
+from splitbrain_hub.precision import autocast, autocast_dtype, precision_name
 from splitbrain_hub.quantize import ab_bin_centers, ab_bin_count, hard_encode
 from splitbrain_hub.weights import atomic_write, save_pretrained, sha256_of
 from training.data import BatchStream, build_index, make_loader
 from training.objectives import DEFAULT_OBJECTIVE, Objective, downsample, get_objective
 
+# Runs live outside the work tree, so a fresh checkout (or a later session) finds and resumes them.
+RUNS_DIR = Path(os.environ.get('SPLITBRAIN_HUB_RUNS', '~/.cache/splitbrain_hub/runs')).expanduser()
 CHECKPOINT = 'ckpt.pt'
 METRICS = 'metrics.jsonl'
 
@@ -54,7 +57,7 @@ METRICS = 'metrics.jsonl'
 class Config:
     objective: str = DEFAULT_OBJECTIVE            # a key of training.objectives.OBJECTIVES
     data: str = '../shared/datasets/tiny-imagenet/train-*.tar'  # tar shards (comma/glob) or an image folder
-    out_dir: str = 'runs/split_brain_cl'
+    out_dir: str = str(RUNS_DIR / 'split_brain_cl')  # default root: $SPLITBRAIN_HUB_RUNS or ~/.cache/splitbrain_hub/runs
     input_size: int = 128                         # 64x64 sources upsampled by the crop
     crop_scale_min: float = 0.25                  # random-resized-crop area fraction in [min, 1]
     batch_size: int = 64                          # per process
@@ -71,6 +74,9 @@ class Config:
     prior_images: int = 2048
     seed: int = 0
     device: str = 'auto'                          # 'auto', 'cpu', 'cuda'
+    amp: str = 'auto'                             # 'auto' (bf16 where native: CUDA, AVX-512 BF16/AMX CPUs), 'bf16', 'off'
+    channels_last: bool = True                    # NHWC activations: faster convolutions on CPU and CUDA
+    fused_adam: bool = True                       # one fused kernel for the Adam update (fp32 state either way)
     compile: bool = False
     threads: int = 0                              # torch CPU threads; 0 leaves torch's default
     num_workers: int = 1
@@ -183,7 +189,8 @@ def export(out_dir: Path, export_dir: Path) -> Path:
     model.load_state_dict(state['model'])
     metrics = read_metrics(out_dir, state['step'])
     last = metrics[-1] if metrics else {}
-    training = dict(recipe=state['config'], step=state['step'], images_seen=state['images_seen'],
+    training = dict(recipe=state['config'], precision=state.get('precision', 'fp32'), step=state['step'],
+                    images_seen=state['images_seen'],
                     epochs=state['images_seen'] / state['dataset_size'], train_seconds=state['train_seconds'],
                     final_losses=last.get('losses'), final_loss=last.get('loss'))
     weights = save_pretrained(model, export_dir, dtype=torch.float16, extra_config={'training': training})
@@ -202,7 +209,7 @@ def model_card(model, training: Dict[str, Any], weights: Path) -> str:
         'pretrained_cfg_overlay=dict(file="model.safetensors"))', '```', '',
         '## Training', '',
         f'- steps: {training["step"]}, images seen: {training["images_seen"]} ({training["epochs"]:.2f} epochs)',
-        f'- training wall time: {training["train_seconds"]:.0f} s',
+        f'- training wall time: {training["train_seconds"]:.0f} s, precision {training["precision"]}',
         f'- final losses (mean of the last logging window): {json.dumps(training["final_losses"])}',
         f'- weights: `{weights.name}`, fp16, {weights.stat().st_size} bytes, sha256 `{sha256_of(weights)}`',
         '', '### Recipe', '', '```json', json.dumps(training['recipe'], indent=2), '```', ''])
@@ -224,9 +231,8 @@ def lr_factor(step: int, config: Config) -> float:
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def train(config: Config, resume: bool = False) -> Dict[str, Any]:
-    from tqdm import tqdm
-    # --- processes and device
+def setup_device(config: Config) -> Tuple[torch.device, int, int]:
+    """The device of this process, its rank and the world size (torchrun sets RANK / WORLD_SIZE)."""
     ddp = 'RANK' in os.environ
     rank, world_size = (int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])) if ddp else (0, 1)
     device_type = ('cuda' if torch.cuda.is_available() else 'cpu') if config.device == 'auto' else config.device
@@ -242,6 +248,64 @@ def train(config: Config, resume: bool = False) -> Dict[str, Any]:
         dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
     if config.threads:
         torch.set_num_threads(config.threads)
+    return device, rank, world_size
+
+
+def make_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
+    if config.optimizer == 'adam':
+        return torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.99), weight_decay=config.weight_decay,
+                                fused=config.fused_adam or None)
+    if config.optimizer == 'sgd':
+        return torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
+    raise InputError(f'optimizer: expected adam or sgd, got {config.optimizer!r}')
+
+
+def make_objective(config: Config, model: torch.nn.Module, state: Optional[Dict[str, Any]], out_dir: Path,
+                   master: bool) -> Tuple[Objective, Optional[torch.Tensor]]:
+    """The loss module of the config's objective, with the ab prior (from the checkpoint, a file or estimated)
+    when its ab cl terms are class-rebalanced."""
+    spec = get_objective(config.objective)
+    ab_prior = None
+    if config.rebalance and any(t.target == 'ab' and t.loss == 'cl' for t in spec.terms):
+        if state is not None:
+            ab_prior = state['ab_prior']
+        elif config.ab_prior:
+            ab_prior = load_ab_prior(config.ab_prior)
+        else:
+            device = next(model.parameters()).device
+            ab_prior = estimate_ab_prior(config.data, config.prior_images, config.input_size,
+                                         config.crop_scale_min, config.seed, device, config.progress and master)
+            if master:
+                save_ab_prior(ab_prior.cpu(), out_dir / 'ab_prior.json', data=config.data, images=config.prior_images)
+        ab_prior = ab_prior.cpu()
+    objective = Objective(model, spec, soft=config.soft_encoding, ab_prior=ab_prior,
+                          rebalance_lambda=config.rebalance_lambda).to(next(model.parameters()).device)
+    if config.channels_last:
+        objective = objective.to(memory_format=torch.channels_last)
+    return objective, ab_prior
+
+
+def training_step(network: torch.nn.Module, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                  images: torch.Tensor, labels: torch.Tensor, colour: torch.Tensor, amp_dtype: Optional[torch.dtype],
+                  channels_last: bool) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+    """One optimisation step on a uint8 batch: Lab conversion in fp32, ``network`` (the objective, maybe compiled
+    or DDP-wrapped, around ``model``) under autocast with its losses in fp32, backward, optimizer update.
+    Shared with ``training.bench``."""
+    lab = model.data_lab.lab(images.float() / 255)  # colour conversion in fp32, batched on the device
+    if channels_last:
+        lab = lab.contiguous(memory_format=torch.channels_last)
+    with autocast(lab.device, amp_dtype):
+        loss, losses = network(lab, labels, colour)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss, losses
+
+
+def train(config: Config, resume: bool = False) -> Dict[str, Any]:
+    from tqdm import tqdm
+    device, rank, world_size = setup_device(config)
+    amp_dtype = autocast_dtype(config.amp, device)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     master = rank == 0
@@ -251,29 +315,8 @@ def train(config: Config, resume: bool = False) -> Dict[str, Any]:
     torch.manual_seed(config.seed + rank)
     spec = get_objective(config.objective)
     model = build_model(config, device)
-    ab_prior = None
-    if config.rebalance and any(t.target == 'ab' and t.loss == 'cl' for t in spec.terms):
-        if state is not None:
-            ab_prior = state['ab_prior']
-        elif config.ab_prior:
-            ab_prior = load_ab_prior(config.ab_prior)
-        else:
-            ab_prior = estimate_ab_prior(config.data, config.prior_images, config.input_size,
-                                         config.crop_scale_min, config.seed, device, config.progress and master)
-            if master:
-                save_ab_prior(ab_prior.cpu(), out_dir / 'ab_prior.json', data=config.data, images=config.prior_images)
-        ab_prior = ab_prior.cpu()
-    objective = Objective(model, spec, soft=config.soft_encoding, ab_prior=ab_prior,
-                          rebalance_lambda=config.rebalance_lambda).to(device)
-    if device.type == 'cuda':
-        objective = objective.to(memory_format=torch.channels_last)
-    if config.optimizer == 'adam':
-        optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=(0.9, 0.99),
-                                     weight_decay=config.weight_decay)
-    elif config.optimizer == 'sgd':
-        optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay)
-    else:
-        raise InputError(f'optimizer: expected adam or sgd, got {config.optimizer!r}')
+    objective, ab_prior = make_objective(config, model, state, out_dir, master)
+    optimizer = make_optimizer(config, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
     step, images_seen, train_seconds = 0, 0, 0.0
     if state is not None:
@@ -288,8 +331,11 @@ def train(config: Config, resume: bool = False) -> Dict[str, Any]:
             rows = read_metrics(out_dir, step)
             (out_dir / METRICS).write_text(''.join(json.dumps(r) + '\n' for r in rows))
     network = torch.compile(objective) if config.compile else objective
-    if ddp:
+    if ddp_active := dist.is_initialized():
         network = DistributedDataParallel(network, device_ids=[device.index] if device.type == 'cuda' else None)
+    if master:
+        print(f'{spec.name}: {device}, precision {precision_name(amp_dtype)} (amp={config.amp}), '
+              f'torch threads {torch.get_num_threads()}', file=sys.stderr, flush=True)
 
     # --- data: rank r reads global batches r, r + world, ...; step s consumes global batches s*world .. +world-1
     samples = build_index(config.data)
@@ -301,8 +347,8 @@ def train(config: Config, resume: bool = False) -> Dict[str, Any]:
         if master:
             save_checkpoint(out_dir / CHECKPOINT, dict(
                 model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                config=dataclasses.asdict(config), step=step, images_seen=images_seen, train_seconds=train_seconds,
-                dataset_size=len(samples), ab_prior=ab_prior,
+                config=dataclasses.asdict(config), precision=precision_name(amp_dtype), step=step,
+                images_seen=images_seen, train_seconds=train_seconds, dataset_size=len(samples), ab_prior=ab_prior,
                 rng=dict(torch=torch.get_rng_state(),
                          cuda=torch.cuda.get_rng_state() if device.type == 'cuda' else None)))
 
@@ -319,14 +365,7 @@ def train(config: Config, resume: bool = False) -> Dict[str, Any]:
         images = images.to(device, non_blocking=True)
         labels, colour = labels.to(device, non_blocking=True), colour.to(device, non_blocking=True)
         t1 = time.perf_counter()
-        lab = model.data_lab.lab(images.float() / 255)  # colour conversion in fp32, batched on the device
-        if device.type == 'cuda':
-            lab = lab.contiguous(memory_format=torch.channels_last)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == 'cuda'):
-            loss, losses = network(lab, labels, colour)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        loss, losses = training_step(network, model, optimizer, images, labels, colour, amp_dtype, config.channels_last)
         scheduler.step()
         step += 1
         images_seen += config.batch_size * world_size
@@ -343,7 +382,7 @@ def train(config: Config, resume: bool = False) -> Dict[str, Any]:
                        losses={k: v / window_steps for k, v in window.items()},
                        img_per_s=window_steps * config.batch_size * world_size / elapsed,
                        data_wait=data_seconds / elapsed, lr=scheduler.get_last_lr()[0],
-                       train_seconds=train_seconds)
+                       train_seconds=train_seconds, precision=precision_name(amp_dtype))
             if master:
                 with open(out_dir / METRICS, 'a') as f:
                     f.write(json.dumps(row) + '\n')
@@ -352,9 +391,9 @@ def train(config: Config, resume: bool = False) -> Dict[str, Any]:
         if step % config.checkpoint_every == 0 or step == config.max_steps:
             checkpoint()
     bar.close()
-    if ddp:
+    if ddp_active:
         dist.destroy_process_group()
-    return dict(step=step, images_seen=images_seen, train_seconds=train_seconds)
+    return dict(step=step, images_seen=images_seen, train_seconds=train_seconds, precision=precision_name(amp_dtype))
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -1,0 +1,62 @@
+"""Which precision to compute in: bf16 autocast where the hardware runs bf16 natively, fp32 elsewhere.
+
+One setting, ``amp``, shared by the trainer, its benchmark, the evaluation and inference:
+
+* ``'auto'``: bf16 on CUDA devices that support it and on CPUs with native bf16 instructions
+  (AVX-512 BF16 or AMX), fp32 otherwise. Detected when called, so a checkpoint moved to another
+  machine picks what that machine runs well.
+* ``'bf16'``: bf16 autocast wherever the device can run it (slow, emulated, on older CPUs).
+* ``'off'``: fp32 throughout.
+
+Autocast changes only the matmul-like ops (convolutions, linear); callers keep their losses,
+soft-encodings and colour conversions in fp32 by computing them outside the autocast region or under
+``torch.autocast(..., enabled=False)``.
+
+Example:
+    >>> import torch
+    >>> autocast_dtype('off', torch.device('cpu')) is None
+    True
+    >>> autocast_dtype('bf16', torch.device('cpu'))
+    torch.bfloat16
+"""
+from contextlib import AbstractContextManager
+from typing import Optional
+
+import torch
+
+from .errors import InputError
+
+AMP_SETTINGS = ('auto', 'bf16', 'off')
+
+
+def native_bf16(device: torch.device) -> bool:
+    """True when ``device`` computes bf16 in hardware (CUDA with bf16 support, CPU with AVX-512 BF16 or AMX)."""
+    device = torch.device(device)
+    if device.type == 'cuda':
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if device.type == 'cpu':
+        # Private but long-standing helpers of torch.cpu (the CPU capability checks oneDNN itself uses).
+        checks = ('_is_avx512_bf16_supported', '_is_amx_tile_supported')
+        return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+    return False
+
+
+def autocast_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype for an ``amp`` setting on ``device``, or None for fp32."""
+    if amp not in AMP_SETTINGS:
+        raise InputError(f'amp: expected one of {AMP_SETTINGS}, got {amp!r}')
+    if amp == 'off' or (amp == 'auto' and not native_bf16(device)):
+        return None
+    return torch.bfloat16
+
+
+def precision_name(dtype: Optional[torch.dtype]) -> str:
+    """'bf16' or 'fp32': how logs, checkpoints and model cards name the precision used."""
+    return {None: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}[dtype]
+
+
+def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> AbstractContextManager:
+    """``torch.autocast`` for ``device`` with ``dtype``; disabled (plain fp32, also inside an outer autocast) when
+    ``dtype`` is None."""
+    device = torch.device(device)
+    return torch.autocast(device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None)
