@@ -2,8 +2,9 @@
 
     python benchmarks/bench_colorize.py [--weights PATH] [--rounds 7]
 
-The baseline is ``skimage.color.rgb2lab`` + ``lab2rgb`` on the same image. Goal (issue 3): the whole
-``colorize`` call (uint8 array in, uint8 array out) takes <= 0.25x that time. Timing does not depend
+The baseline is ``skimage.color.rgb2lab`` + ``lab2rgb`` on the same image. Goal (issue 11): the whole
+``colorize`` call at its defaults (uint8 array in, uint8 array out; the network in bf16 where the CPU has it
+natively) takes <= 0.4x that time; the fp32 call (``amp='off'``) is timed beside it. Timing does not depend
 on the weights' values; without shipped weights a randomly initialised model of the release's
 configuration (input 128x128) is used, and the script says so.
 """
@@ -36,13 +37,16 @@ def main() -> None:
     times = measure({
         'scikit-image rgb2lab + lab2rgb': lambda: skcolor.lab2rgb(skcolor.rgb2lab(photo)),
         'splitbrain_hub.colorize': lambda: colorize(photo, model=model),
+        'colorize, amp=off (fp32)': lambda: colorize(photo, model=model, amp='off'),
     }, rounds=args.rounds)
     size = model.pretrained_cfg['input_size'][-2:]
     print(f'# colorize, 1024x768 uint8 photo, network input {size[0]}x{size[1]}, weights: {source}; {machine()}')
     for name, seconds in times.items():
         print(f'{name:32s} {seconds * 1e3:8.1f} ms')
     ratio = times['splitbrain_hub.colorize'] / times['scikit-image rgb2lab + lab2rgb']
-    print(f'colorize / scikit-image colour conversion: {ratio:.2f}x (goal <= 0.25x: {"met" if ratio <= 0.25 else "missed"})')
+    print(f'colorize / scikit-image colour conversion: {ratio:.2f}x (goal <= 0.4x: {"met" if ratio <= 0.4 else "missed"})')
+    fp32 = times['colorize, amp=off (fp32)'] / times['scikit-image rgb2lab + lab2rgb']
+    print(f'colorize amp=off / scikit-image colour conversion: {fp32:.2f}x')
 
 
 if __name__ == '__main__':

@@ -26,6 +26,7 @@ from .color import _lab_to_rgb, _rgb_to_lab
 from .errors import InputError
 from .images import ImageBatch, load_batches, to_output
 from .models.splitbrain_alexnet import PRETEXT_TARGETS, REGRESSION_SCALE
+from .precision import autocast, autocast_dtype
 from .quantize import ab_bin_centers, annealed_mean_from_logits, l_bin_centers
 from .weights import DEFAULT_ARCHITECTURE as DEFAULT_MODEL, load_pretrained
 
@@ -33,6 +34,12 @@ __all__ = ['colorize', 'predict_lightness', 'extract_features', 'load_model', 'r
            'CrossChannelTask', 'COLORIZE', 'LIGHTNESS', 'FEATURE_LAYERS']
 
 DEFAULT_TEMPERATURE = 0.38
+# The network runs in bf16 by default only where what the user sees does not change: on every Kodak photo
+# the 8-bit result within 1 level of fp32's on >= 99.9 % of values (benchmarks/bench_precision.py). colorize
+# keeps the photo's own L and passes (100 % within 1 level); predict_lightness's L is the prediction itself
+# and does not (worst photo 99.39 %), so it stays fp32 unless asked.
+COLORIZE_AMP = 'auto'
+LIGHTNESS_AMP = 'off'
 # Below 0.01 the annealed mean's softmax(logits / T) leaves float range; above 10 it is the plain mean.
 TEMPERATURE_RANGE = (0.01, 10.0)
 # The network's own floor (conv5 grid about 1x1 at 96 px) and a ceiling that keeps memory bounded.
@@ -127,12 +134,13 @@ def _model_and_device(model: Optional[torch.nn.Module], device) -> Tuple[torch.n
 
 
 @contextmanager
-def _evaluating(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode (no dropout) for the call, the caller's mode restored after."""
+def _evaluating(model: torch.nn.Module, device: torch.device) -> Iterator[None]:
+    """Eval mode (no dropout) for the call, the caller's mode restored after; fp32 even inside a caller's
+    autocast (the package picks its own precision: only the network runs in ``amp``'s dtype)."""
     was_training = model.training
     model.eval()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(device, None):
             yield
     finally:
         model.train(was_training)
@@ -220,20 +228,22 @@ def _recombine(lab: torch.Tensor, prediction: torch.Tensor, task: CrossChannelTa
 
 
 def _cross_channel(images: Any, task: CrossChannelTask, temperature: float, model: Optional[torch.nn.Module],
-                   device, size) -> Any:
+                   device, size, amp: str) -> Any:
     temperature = _check_temperature(temperature)
     model, device = _model_and_device(model, device)
+    amp_dtype = autocast_dtype(amp, device)
     half = _half_for(model, task)
     size = _network_size(model, size)
     batches = load_batches(images)
     dtype = next(model.parameters()).dtype
     sees = list(task.sees)
-    with _evaluating(model):
+    with _evaluating(model, device):
         labs = [_full_resolution_lab(batch, device) for batch in batches]
         # The network input: the seen channels at the network size, the others zero (the half ignores them).
         network_input = torch.cat([lab.new_zeros(lab.shape[0], 3, *size) for lab in labs])
         network_input[:, sees] = torch.cat([_resize(lab[:, sees], size) for lab in labs])
-        raw = model.forward_pretext(network_input.to(dtype), is_lab=True, halves=[half])[half]
+        with autocast(device, amp_dtype):
+            raw = model.forward_pretext(network_input.to(dtype), is_lab=True, halves=[half])[half]
         predicted = _decode(model, half, raw, task, temperature).split([lab.shape[0] for lab in labs])
         results = [_recombine(lab, prediction, task) for lab, prediction in zip(labs, predicted)]
     # A returned tensor must be usable with autograd like any other: cloned outside inference mode.
@@ -243,7 +253,8 @@ def _cross_channel(images: Any, task: CrossChannelTask, temperature: float, mode
 
 
 def colorize(image: Any, *, temperature: float = DEFAULT_TEMPERATURE, model: Optional[torch.nn.Module] = None,
-             device: Union[str, torch.device, None] = None, size: Union[int, Tuple[int, int], None] = None) -> Any:
+             device: Union[str, torch.device, None] = None, size: Union[int, Tuple[int, int], None] = None,
+             amp: str = COLORIZE_AMP) -> Any:
     """Colorize photos from their lightness alone (the L half of the split brain).
 
     The L half sees L at the network's input size; its ab distribution is decoded by the annealed
@@ -258,6 +269,8 @@ def colorize(image: Any, *, temperature: float = DEFAULT_TEMPERATURE, model: Opt
         model: a ``SplitBrainAlexNet`` with an L half predicting ab; None loads the pretrained one.
         device: None picks CUDA, then MPS, then the CPU (or the given model's device).
         size: network input side(s); None uses the model's pretrained input size.
+        amp: the network's precision: 'auto' (bf16 where the CPU or GPU runs it natively), 'bf16' or 'off'
+            (fp32). Colour maths is fp32 either way, also inside a caller's ``torch.autocast``.
     Returns:
         The same kind as given, RGB (RGBA with alpha): PIL for PIL and paths, an array of the input's
         dtype, a tensor of the input's dtype, device and rank; a list for a list.
@@ -265,17 +278,19 @@ def colorize(image: Any, *, temperature: float = DEFAULT_TEMPERATURE, model: Opt
         InputError: an unusable image or argument (see ``images.py``).
         WeightsError: ``model`` is None and no pretrained weights are found.
     """
-    return _cross_channel(image, COLORIZE, temperature, model, device, size)
+    return _cross_channel(image, COLORIZE, temperature, model, device, size, amp)
 
 
 def predict_lightness(image: Any, *, temperature: float = DEFAULT_TEMPERATURE, model: Optional[torch.nn.Module] = None,
-                      device: Union[str, torch.device, None] = None, size: Union[int, Tuple[int, int], None] = None) -> Any:
+                      device: Union[str, torch.device, None] = None, size: Union[int, Tuple[int, int], None] = None,
+                      amp: str = LIGHTNESS_AMP) -> Any:
     """Predict lightness from colour alone (the ab half): the paper's grayscale-prediction task.
 
-    Same inputs and arguments as ``colorize``. Returns a greyscale image at the original resolution
+    Same inputs and arguments as ``colorize``, but ``amp`` defaults to 'off' (fp32): in bf16 the predicted L
+    moves some pixels by 2 levels. Returns a greyscale image at the original resolution
     (PIL mode L / LA, an HxW (or HxWx1 / HxWx2) array, a 1- or 2-channel tensor).
     """
-    return _cross_channel(image, LIGHTNESS, temperature, model, device, size)
+    return _cross_channel(image, LIGHTNESS, temperature, model, device, size, amp)
 
 
 # --- features -------------------------------------------------------------------------------------
@@ -298,7 +313,8 @@ def _pool_size(pool: Any) -> Optional[Tuple[int, int]]:
 
 def extract_features(images: Any, layers: Sequence[str] = FEATURE_LAYERS, *, pool: Union[int, Tuple[int, int], None] = None,
                      size: Union[int, Tuple[int, int], None] = None, model: Optional[torch.nn.Module] = None,
-                     device: Union[str, torch.device, None] = None, batch_size: int = 64) -> Dict[str, torch.Tensor]:
+                     device: Union[str, torch.device, None] = None, batch_size: int = 64,
+                     amp: str = 'off') -> Dict[str, torch.Tensor]:
     """Frozen features of both halves (concatenated) per layer, as the paper's linear probes read them.
 
     Args:
@@ -309,11 +325,14 @@ def extract_features(images: Any, layers: Sequence[str] = FEATURE_LAYERS, *, poo
         size: network input side(s); None uses the model's pretrained input size.
         model, device: as ``colorize``.
         batch_size: images per forward pass.
+        amp: the network's precision: 'off' (fp32, the default: features are data for further maths),
+            'bf16', or 'auto' (bf16 where the CPU or GPU runs it natively). Results are float32 either way.
     Returns:
         layer name -> float32 tensor (N, C, h, w) on the model's device, N = number of images in order,
         in channels_last memory layout (how the convolutions ran; ``.contiguous()`` gives plain NCHW).
     """
     model, device = _model_and_device(model, device)
+    amp_dtype = autocast_dtype(amp, device)
     indices = _layer_indices(model, layers)
     pool = _pool_size(pool)
     size = _network_size(model, size)
@@ -323,7 +342,7 @@ def extract_features(images: Any, layers: Sequence[str] = FEATURE_LAYERS, *, poo
     batches = load_batches(images)
     dtype = next(model.parameters()).dtype
     outputs: Dict[str, List[torch.Tensor]] = {layer: [] for layer in layers}
-    with _evaluating(model):
+    with _evaluating(model, device):
         pixels = []
         for batch in batches:
             if batch.pixels.shape[1] > in_chans:
@@ -331,9 +350,10 @@ def extract_features(images: Any, layers: Sequence[str] = FEATURE_LAYERS, *, poo
             pixels.append(_resize(batch.pixels.to(device).expand(-1, in_chans, -1, -1), size))
         network_input = _cat(pixels).to(dtype)
         for chunk in network_input.split(batch_size):
-            maps = model.forward_intermediates(chunk, indices=indices, intermediates_only=True)
+            with autocast(device, amp_dtype):
+                maps = model.forward_intermediates(chunk, indices=indices, intermediates_only=True)
             for layer, feature_map in zip(layers, maps):
-                outputs[layer].append((_resize(feature_map, pool) if pool else feature_map).float())
+                outputs[layer].append(_resize(feature_map.float(), pool) if pool else feature_map.float())
     # Outside inference mode, so the result is an ordinary tensor (usable with autograd, e.g. by a probe).
     return {layer: _cat(chunks) if len(chunks) > 1 else chunks[0].clone() for layer, chunks in outputs.items()}
 
