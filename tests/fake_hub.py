@@ -9,9 +9,11 @@ Hub answers them (point ``HF_ENDPOINT`` at ``FakeHub.url``):
   ``Content-Length``; a 404 with the Hub's ``X-Error-Code`` (``RepoNotFound``, ``RevisionNotFound``,
   ``EntryNotFound``) otherwise, which huggingface_hub turns into its typed errors;
 - ``GET /api/agent-harnesses`` (an empty registry: huggingface_hub 2 asks for it once a day);
+- ``POST /api/validate-yaml`` (upload_folder has a README's front matter checked: here, that it is YAML);
 - ``POST /api/repos/create``; ``POST /api/models/{repo}/preupload/{revision}`` (every file "regular":
   sent inline in the commit, as the Hub does for small files, so no LFS transfer is needed);
-  ``POST /api/models/{repo}/commit/{revision}`` (the NDJSON commit with base64 files).
+  ``POST /api/models/{repo}/commit/{revision}`` (the NDJSON commit with base64 files); each needs a
+  token (``Authorization: Bearer ...``), any token.
 
 It also answers requests sent to it as an HTTP proxy (``GET http://host/path``), so a test can check
 that proxy settings are honoured. It listens on the loopback interface only. Requests it does not know
@@ -24,6 +26,8 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, List, Optional, Tuple
 from urllib.parse import unquote, urlsplit
+
+import yaml
 
 
 class FakeHub:
@@ -126,6 +130,10 @@ def _handler(hub: FakeHub):
             path = self._path()
             hub.requests.append(('POST', path))
             body = self._body()
+            if path == '/api/validate-yaml':
+                return self._validate_yaml(json.loads(body)['content'])
+            if not self.headers.get('Authorization', '').startswith('Bearer '):  # writes need a token, as on the Hub
+                return self._answer(401, b'Invalid username or password.')
             if path == '/api/repos/create':
                 request = json.loads(body)
                 repo_id = f"{request['organization']}/{request['name']}" if request.get('organization') \
@@ -155,6 +163,17 @@ def _handler(hub: FakeHub):
                 return self._json(200, {'success': True, 'commitOid': sha,
                                         'commitUrl': f'{hub.url}/{repo_id}/commit/{sha}'})
             self._unknown()
+
+        def _validate_yaml(self, readme: str) -> None:
+            """The README's front matter must be YAML mapping (the Hub also checks each field's values)."""
+            front, sep, _ = readme.removeprefix('---\n').partition('\n---\n')
+            try:
+                metadata = yaml.safe_load(front) if readme.startswith('---\n') and sep else {}
+            except yaml.YAMLError as e:
+                metadata = f'not YAML: {e}'
+            if not isinstance(metadata, dict):
+                return self._json(400, {'errors': [{'message': f'front matter: expected a mapping, got {metadata!r}'}]})
+            self._json(200, {'errors': [], 'warnings': [] if metadata else [{'message': 'empty metadata'}]})
 
         def _unknown(self, what: str = '') -> None:
             hub.unknown.append((self.command, self.path + (f' ({what})' if what else '')))
