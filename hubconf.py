@@ -2,7 +2,9 @@
 
 Every public callable here is an entry point; its docstring is what ``torch.hub.help`` prints.
 """
-dependencies = ['torch', 'timm', 'safetensors']
+# Modules that `import splitbrain_hub` loads from the distributions setup.cfg requires (import names,
+# which torch.hub checks before loading; tests/test_packaging.py keeps this list complete).
+dependencies = ['torch', 'torchvision', 'timm', 'safetensors', 'huggingface_hub', 'numpy', 'PIL', 'tqdm']
 
 
 def splitbrain_alexnet(pretrained: bool = True, **kwargs):
