@@ -15,7 +15,8 @@ def splitbrain_alexnet(pretrained: bool = True, **kwargs):
     ``forward_intermediates``; per-half predictions via ``forward_pretext``.
 
     Args:
-        pretrained: load the released weights (shipped in the package; offline).
+        pretrained: load the released weights: the release's Hugging Face Hub repo, or the copy
+            shipped in the package when the Hub cannot give it (offline too).
         **kwargs: passed to ``timm.create_model`` (e.g. ``num_classes=10`` for fine-tuning,
             ``features_only=True``, ``pretrained_cfg_overlay=dict(file='model.safetensors')``).
     """
