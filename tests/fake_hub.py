@@ -165,7 +165,7 @@ def _handler(hub: FakeHub):
             self._unknown()
 
         def _validate_yaml(self, readme: str) -> None:
-            """The README's front matter must be YAML mapping (the Hub also checks each field's values)."""
+            """The README's front matter must be a YAML mapping (the Hub also checks the values of its fields)."""
             front, sep, _ = readme.removeprefix('---\n').partition('\n---\n')
             try:
                 metadata = yaml.safe_load(front) if readme.startswith('---\n') and sep else {}
