@@ -2,7 +2,9 @@
 
 Every public callable here is an entry point; its docstring is what ``torch.hub.help`` prints.
 """
-dependencies = ['torch', 'timm', 'safetensors']
+# Modules that `import splitbrain_hub` loads from the distributions setup.cfg requires (import names,
+# which torch.hub checks before loading; tests/test_packaging.py keeps this list complete).
+dependencies = ['torch', 'torchvision', 'timm', 'safetensors', 'huggingface_hub', 'numpy', 'PIL', 'tqdm']
 
 
 def splitbrain_alexnet(pretrained: bool = True, **kwargs):
@@ -13,7 +15,8 @@ def splitbrain_alexnet(pretrained: bool = True, **kwargs):
     ``forward_intermediates``; per-half predictions via ``forward_pretext``.
 
     Args:
-        pretrained: load the released weights (shipped in the package; offline).
+        pretrained: load the released weights: the release's Hugging Face Hub repo, or the copy
+            shipped in the package when the Hub cannot give it (offline too).
         **kwargs: passed to ``timm.create_model`` (e.g. ``num_classes=10`` for fine-tuning,
             ``features_only=True``, ``pretrained_cfg_overlay=dict(file='model.safetensors')``).
     """

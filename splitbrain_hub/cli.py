@@ -33,6 +33,13 @@ from .weights import WEIGHTS_NAME, atomic_write, resolve_pretrained_cfg_file, sh
 IMAGE_SUFFIXES = frozenset({'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.pnm'})
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
 
+# What ``splitbrain-hub --help`` tells a user (the module docstring above is for developers).
+DESCRIPTION = ('Colorize photos from their lightness, predict lightness from colour and extract self-supervised '
+               'features with the split-brain autoencoder (Zhang, Isola, Efros, CVPR 2017); convert the '
+               "authors' Caffe weights; serve the model over HTTP.")
+EPILOG = ('Weights: the pretrained model unless --weights names a save_pretrained folder or a .safetensors '
+          "file ('splitbrain-hub info' says which file). Options of a command: splitbrain-hub COMMAND --help.")
+
 
 @dataclass(frozen=True)
 class Command:
@@ -280,7 +287,7 @@ COMMANDS: Dict[str, Command] = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog='splitbrain-hub', description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog='splitbrain-hub', description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
     subparsers = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
     for name, command in COMMANDS.items():

@@ -1,23 +1,26 @@
 """Weights on disk: safetensors + ``config.json``, and where pretrained weights come from.
 
-A pretrained model's weights are looked for, in order:
+A pretrained model's weights come from the first source the pretrained cfg names, in timm's order:
 
-1. a file the user names: ``timm.create_model(..., pretrained_cfg_overlay=dict(file=path))``;
-2. the Hugging Face Hub repo in the cfg's ``hf_hub_id`` (its cache first; honours ``HF_HUB_OFFLINE=1``);
-3. the file shipped in this package, ``splitbrain_hub/weights/<architecture>.<tag>.safetensors``.
+1. a ``save_pretrained`` folder: ``timm.create_model('local-dir:' + folder, pretrained=True)``;
+2. a file: ``timm.create_model(..., pretrained_cfg_overlay=dict(file=path))``;
+3. the Hugging Face Hub repo ``hf_hub_id`` (with ``hf_hub_filename``, default ``model.safetensors``),
+   through huggingface_hub: its cache, ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, timeouts, token and proxies;
+4. without an ``hf_hub_id``: the file shipped in this package,
+   ``splitbrain_hub/weights/<architecture>.<tag>.safetensors``.
 
-A Hub miss (offline, unreachable, no such repo) falls back to 3 with one log line; with nothing
-anywhere, ``WeightsError`` says where it looked. Only safetensors are read: a pickle never is.
+The shipped file is also the one fallback: when the repo asked for is the release's own (the
+registered ``hf_hub_id``) and the Hub cannot give it (offline, unreachable, not published), the
+shipped file is loaded with a WARNING saying why. A miss on any other repo is a ``WeightsError``
+naming the repo and what was tried. Only safetensors are read: a pickle never is.
 """
 import hashlib
 import json
 import logging
 import os
-import socket
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
-from urllib.parse import urlparse
+from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 from safetensors import SafetensorError
@@ -31,7 +34,6 @@ SHIPPED_DIR = Path(__file__).parent / 'weights'
 WEIGHTS_NAME = 'model.safetensors'
 CONFIG_NAME = 'config.json'
 DEFAULT_ARCHITECTURE = 'splitbrain_alexnet'
-_HUB_PROBE_TIMEOUT_S = 2.0
 
 
 def sha256_of(path: Union[str, Path]) -> str:
@@ -143,58 +145,125 @@ def shipped_weights_path(architecture: str, tag: str) -> Path:
     return SHIPPED_DIR / f'{architecture}.{tag}.safetensors'
 
 
-def _hub_reachable() -> bool:
-    """One short TCP connect to the Hub endpoint: huggingface_hub itself retries for ~25 s when offline."""
-    from huggingface_hub import constants
-    host = urlparse(constants.ENDPOINT).hostname or 'huggingface.co'
-    try:
-        socket.create_connection((host, 443), timeout=_HUB_PROBE_TIMEOUT_S).close()
-        return True
-    except OSError:
-        return False
+def resolve_pretrained_cfg_file(variant: str, pretrained_cfg=None, pretrained_cfg_overlay=None,
+                                cache_dir: Optional[Union[str, Path]] = None):
+    """Resolve the pretrained cfg of ``variant`` with ``file`` set to the ``.safetensors`` file to load.
 
-
-def _hub_weights(hf_hub_id: str) -> Optional[Path]:
-    """The Hub file from the HF cache or, when reachable and allowed, a download; else None and why."""
-    try:
-        from huggingface_hub import constants, hf_hub_download, try_to_load_from_cache
-    except ImportError:
-        return None
-    cached = try_to_load_from_cache(hf_hub_id, WEIGHTS_NAME)
-    if isinstance(cached, str):
-        return Path(cached)
-    if constants.HF_HUB_OFFLINE or not _hub_reachable():
-        return None
-    try:
-        return Path(hf_hub_download(hf_hub_id, WEIGHTS_NAME))
-    except Exception as e:  # the Hub's errors vary by version (404, auth, network): all mean "not there"
-        _logger.debug('Hub download of %s failed: %s', hf_hub_id, e)
-        return None
-
-
-def resolve_pretrained_cfg_file(variant: str, pretrained_cfg=None, pretrained_cfg_overlay=None):
-    """Resolve the pretrained cfg of ``variant`` with ``file`` set to the weights to load (see module doc)."""
+    See the module docstring for the order of sources. ``cache_dir`` is timm's ``create_model``
+    argument of that name (a Hugging Face cache folder; default ``HF_HUB_CACHE``).
+    """
     from timm.models import resolve_pretrained_cfg
     cfg = resolve_pretrained_cfg(variant, pretrained_cfg=pretrained_cfg, pretrained_cfg_overlay=pretrained_cfg_overlay)
-    if cfg.file:
-        if Path(cfg.file).suffix != '.safetensors' or not Path(cfg.file).is_file():
-            raise WeightsError(f'pretrained_cfg file: expected an existing .safetensors file, got {cfg.file!r}')
+    if cfg.state_dict is not None:  # a state dict passed in: nothing to look up
         return cfg
-    looked = []
-    if cfg.hf_hub_id:
-        hub_file = _hub_weights(cfg.hf_hub_id)
-        if hub_file is not None:
-            cfg.file = str(hub_file)
-            return cfg
-        looked.append(f'Hugging Face Hub {cfg.hf_hub_id!r} (cache, then network unless HF_HUB_OFFLINE=1)')
+    if cfg.source == 'local-dir':  # timm's 'local-dir:' prefix puts the folder in ``file``
+        cfg.file = str(_local_dir_weights(cfg.file))
+    elif cfg.file:
+        cfg.file = str(_safetensors_file(cfg.file, 'pretrained_cfg file'))
+    else:
+        cfg.file = str(_hub_or_shipped(variant, cfg, cache_dir))
+    # With a source named ('hf-hub', 'local-dir') timm would look the weights up again itself; without
+    # one it loads ``file``, which is the file resolved here.
+    cfg.source = None
+    return cfg
+
+
+def _safetensors_file(path: Union[str, Path], what: str) -> Path:
+    path = Path(path)
+    if path.suffix != '.safetensors' or not path.is_file():
+        raise WeightsError(f'{what}: expected an existing .safetensors file (pickled checkpoints are never '
+                           f'loaded), got {str(path)!r}')
+    return path
+
+
+def _local_dir_weights(folder: Union[str, Path]) -> Path:
+    if not Path(folder).is_dir():
+        raise WeightsError(f'local-dir: expected a folder written by save_pretrained, got {str(folder)!r}')
+    return _safetensors_file(Path(folder) / WEIGHTS_NAME, f'local-dir {str(folder)!r}')
+
+
+def _hub_or_shipped(variant: str, cfg, cache_dir: Optional[Union[str, Path]]) -> Path:
+    """The Hub file of ``cfg``, or the shipped file where that is allowed (see the module docstring)."""
     shipped = shipped_weights_path(cfg.architecture, cfg.tag)
-    if shipped.is_file():
-        if looked:
-            _logger.info('%s not available from the Hub; using the weights shipped in the package: %s',
-                         cfg.hf_hub_id, shipped)
-        cfg.file = str(shipped)
-        return cfg
-    looked.append(f'shipped file {shipped}')
-    raise WeightsError(
-        f'no pretrained weights for {variant!r}: looked in ' + '; '.join(looked) +
-        ". Pass pretrained_cfg_overlay=dict(file='model.safetensors') or pretrained=False.")
+    if not cfg.hf_hub_id:
+        if shipped.is_file():
+            return shipped
+        raise WeightsError(f'no pretrained weights for {variant!r}: looked in shipped file {shipped} (the cfg '
+                           "names no hf_hub_id). Pass pretrained_cfg_overlay=dict(file='model.safetensors') "
+                           'or pretrained=False.')
+    from huggingface_hub.utils import validate_repo_id
+    try:
+        validate_repo_id(cfg.hf_hub_id.partition('@')[0])
+    except ValueError as e:
+        raise WeightsError(f"hf_hub_id: expected a Hub repo id 'owner/name' or 'owner/name@revision', "
+                           f'got {cfg.hf_hub_id!r} ({e})') from None
+    filename = cfg.hf_hub_filename or WEIGHTS_NAME
+    if not filename.endswith('.safetensors'):
+        raise WeightsError(f'hf_hub_filename: expected a .safetensors file (pickled checkpoints are never '
+                           f'loaded), got {filename!r}')
+    try:
+        return _hub_weights(cfg.hf_hub_id, filename, cache_dir)
+    except _HubMiss as miss:
+        release = _release_hub_file(cfg)
+        if (cfg.hf_hub_id, filename) != release:
+            raise WeightsError(
+                f'no pretrained weights for {variant!r} from Hugging Face Hub repo {cfg.hf_hub_id!r}: tried {miss}. '
+                f'The weights shipped in the package stand in only for the release repo {release[0]!r}.') from None
+        if not shipped.is_file():
+            raise WeightsError(f'no pretrained weights for {variant!r}: looked in Hugging Face Hub repo '
+                               f'{cfg.hf_hub_id!r} ({miss}); shipped file {shipped}. Pass pretrained_cfg_overlay='
+                               "dict(file='model.safetensors') or pretrained=False.") from None
+        _logger.warning('Hugging Face Hub repo %r not available (%s); using the weights shipped in the package: %s',
+                        cfg.hf_hub_id, miss, shipped)
+        return shipped
+
+
+def _release_hub_file(cfg) -> Tuple[Optional[str], str]:
+    """The Hub repo and file registered with timm for ``cfg``'s architecture and tag: the release's own."""
+    from timm.models import get_pretrained_cfg
+    try:
+        registered = get_pretrained_cfg(f'{cfg.architecture}.{cfg.tag}')
+    except RuntimeError:  # a tag timm does not know (e.g. from a converted folder): no release of ours
+        registered = None
+    if registered is None:
+        return None, WEIGHTS_NAME
+    return registered.hf_hub_id, registered.hf_hub_filename or WEIGHTS_NAME
+
+
+class _HubMiss(Exception):
+    """The Hub file could not be had; the message says where it was looked for and why it failed."""
+
+
+def _hub_weights(repo_id: str, filename: str, cache_dir: Optional[Union[str, Path]]) -> Path:
+    """``filename`` of Hub repo ``repo_id`` (``owner/name``, or timm's ``owner/name@revision``).
+
+    Everything is huggingface_hub's: ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, the cache (``HF_HOME``,
+    ``HF_HUB_CACHE`` or ``cache_dir``), ``HF_TOKEN``, ``HF_HUB_ETAG_TIMEOUT``, ``HF_HUB_DOWNLOAD_TIMEOUT``
+    and the proxy variables. Raises ``_HubMiss`` when the file is neither on the Hub nor in the cache.
+    """
+    from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf_hub_url
+    repo, _, revision = repo_id.partition('@')
+    revision = revision or None
+    # One HEAD request first, without retries, bounded by HF_HUB_ETAG_TIMEOUT. hf_hub_download makes the
+    # same request, but when it fails and nothing is cached it tries again, five times with backoff and a
+    # 60 s timeout each: 23 s measured with the connection refused, minutes when nothing answers.
+    hub_error: Optional[Exception] = None
+    try:
+        get_hf_file_metadata(hf_hub_url(repo, filename, revision=revision), timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except Exception as e:  # requests, httpx or httpx2 errors depending on the huggingface_hub version
+        hub_error = e
+    try:
+        # After a failed HEAD only the cache is read, as huggingface_hub does itself when offline.
+        return Path(hf_hub_download(repo, filename, revision=revision, cache_dir=cache_dir,
+                                    local_files_only=hub_error is not None))
+    except Exception as e:  # any failure here means "not available"; the reason goes into the message
+        if hub_error is not None:
+            reason = f'{_one_line(hub_error)}; not in the HF cache {cache_dir or constants.HF_HUB_CACHE}'
+        else:
+            reason = _one_line(e)
+        raise _HubMiss(f'{filename!r} from {constants.ENDPOINT}: {reason}') from e
+
+
+def _one_line(error: BaseException) -> str:
+    text = ' '.join(str(error).split())
+    return f'{type(error).__name__}: {text[:300]}' if text else type(error).__name__

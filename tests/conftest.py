@@ -1,5 +1,10 @@
+import importlib
+import os
+
 import pytest
 import torch
+
+from fake_hub import FakeHub
 
 
 @pytest.fixture(params=["cpu", "cuda"])
@@ -8,3 +13,43 @@ def device(request) -> torch.device:
     if request.param == "cuda" and not torch.cuda.is_available():
         pytest.skip("CUDA is not available")
     return torch.device(request.param)
+
+
+@pytest.fixture
+def fake_hub():
+    """A Hugging Face Hub stand-in on 127.0.0.1 (see tests/fake_hub.py); fails the test on requests it cannot answer."""
+    with FakeHub() as hub:
+        yield hub
+    assert not hub.unknown, f'huggingface_hub made requests the fake Hub does not serve: {hub.unknown}'
+
+
+@pytest.fixture
+def hf_env(monkeypatch, tmp_path):
+    """``hf_env(HF_ENDPOINT=..., HF_HUB_OFFLINE='1', ...)`` sets huggingface_hub's variables as a user would.
+
+    huggingface_hub reads its environment once, when it is imported: after each change its ``constants``
+    module is reloaded, and its HTTP session closed (proxies are read when the session is made). The
+    test starts from a clean slate (no HF_* or proxy variables, an empty HF_HOME) and everything is
+    restored afterwards.
+    """
+    from huggingface_hub import close_session, constants
+
+    def refresh():
+        importlib.reload(constants)
+        close_session()
+
+    def apply(**variables):
+        for name, value in variables.items():
+            if value is None:
+                monkeypatch.delenv(name, raising=False)
+            else:
+                monkeypatch.setenv(name, str(value))
+        refresh()
+
+    for name in list(os.environ):
+        if name.startswith('HF_') or name.lower() in ('http_proxy', 'https_proxy', 'all_proxy', 'no_proxy'):
+            monkeypatch.delenv(name)
+    apply(HF_HOME=tmp_path / 'hf-home')
+    yield apply
+    monkeypatch.undo()
+    refresh()

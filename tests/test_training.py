@@ -9,6 +9,7 @@ import tarfile
 import time
 from pathlib import Path
 
+from huggingface_hub import ModelCard
 import pytest
 import timm
 import torch
@@ -20,6 +21,7 @@ import splitbrain_hub.models.splitbrain_alexnet as sbalexnet
 from splitbrain_hub.color import rgb_to_lab
 from splitbrain_hub.errors import InputError
 from splitbrain_hub.quantize import ab_bin_count
+from splitbrain_hub.weights import load_safetensors, sha256_of
 from training.data import BatchStream, build_index, make_loader
 from training.objectives import OBJECTIVES, Objective, get_objective
 from training.train import CHECKPOINT, main, parse_args
@@ -186,7 +188,10 @@ def test_export_round_trip_through_timm(resumed_runs, tmp_path):
     weights = tmp_path / 'model.safetensors'
     config = json.loads((tmp_path / 'config.json').read_text())
     assert config['training']['step'] == RESUME_STEPS and config['pretrained_cfg']['input_size'] == [3, 96, 96]
-    assert 'sha256' in (tmp_path / 'README.md').read_text()
+    readme = (tmp_path / 'README.md').read_text()
+    assert readme.startswith((REPO / 'MODEL_CARD.md').read_text()), 'the export README is the model card...'
+    assert f'sha256 `{sha256_of(weights)}`' in readme, '...followed by the figures of this run'
+    assert ModelCard.load(tmp_path / 'README.md').data.to_dict() == ModelCard.load(REPO / 'MODEL_CARD.md').data.to_dict()
     model = timm.create_model('splitbrain_alexnet', pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)))
     trained = torch.load(whole / CHECKPOINT, weights_only=True)['model']
     for key, value in model.state_dict().items():
@@ -200,6 +205,36 @@ def test_export_round_trip_through_timm(resumed_runs, tmp_path):
         got, want = model.forward_pretext(x), reference.forward_pretext(x)
     for name in want:  # fp16 storage changes the logits by far less than their spread
         assert (got[name] - want[name]).abs().max() < 1e-2 * want[name].std()
+
+
+def test_push_to_hub_then_load_by_hf_hub_id(resumed_runs, tmp_path, fake_hub, hf_env):
+    """--export --push_to_hub through huggingface_hub to a loopback Hub, then timm loads it by hf_hub_id."""
+    whole, _, _ = resumed_runs
+    export_dir = tmp_path / 'export'
+    env = dict(os.environ, PYTHONPATH=str(REPO), HF_ENDPOINT=fake_hub.url, HF_TOKEN='hf_token_for_a_fake_hub',
+               HF_HOME=str(tmp_path / 'hf-home-of-the-pusher'))
+    push = subprocess.run([sys.executable, '-c', TINY_MAIN, f'--out_dir={whole}', f'--export={export_dir}',
+                           '--push_to_hub=someone/splitbrain-tiny'], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert push.returncode == 0, push.stderr
+    assert f'pushed to {fake_hub.url}/someone/splitbrain-tiny/commit/' in push.stdout
+    [(_, files)] = fake_hub.repos['someone/splitbrain-tiny']
+    assert sorted(files) == ['README.md', 'config.json', 'model.safetensors']
+    for name, content in files.items():
+        assert content == (export_dir / name).read_bytes(), name
+
+    hf_env(HF_ENDPOINT=fake_hub.url)
+    model = timm.create_model('splitbrain_alexnet', pretrained=True,
+                              pretrained_cfg_overlay=dict(hf_hub_id='someone/splitbrain-tiny'))
+    assert Path(model.pretrained_cfg['file']).is_relative_to(tmp_path / 'hf-home' / 'hub')
+    exported = load_safetensors(export_dir / 'model.safetensors')
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(value, exported[key].to(value.dtype), rtol=0, atol=0)
+
+
+def test_push_to_hub_needs_a_repo_id():
+    with pytest.raises(InputError, match=r"--push_to_hub: expected a Hub repo id 'owner/name', got 'a/b/c'"):
+        parse_args(['--push_to_hub=a/b/c'])
 
 
 @pytest.mark.skipif(not SHARD.is_file(), reason=f'shared Tiny ImageNet shard not found at {SHARD}')

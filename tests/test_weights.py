@@ -1,6 +1,9 @@
 """Saving and loading: safetensors + config.json, and each pretrained source, all offline."""
 import json
 import logging
+import socket
+import time
+from pathlib import Path
 
 import pytest
 import timm
@@ -26,10 +29,18 @@ def no_shipped(tmp_path, monkeypatch):
 
 
 @pytest.fixture
-def offline(monkeypatch, tmp_path):
-    from huggingface_hub import constants
-    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', True)
-    monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(tmp_path / 'empty-hf-cache'))
+def offline(hf_env):
+    hf_env(HF_HUB_OFFLINE='1')
+
+
+@pytest.fixture
+def shipped(saved, tmp_path, monkeypatch):
+    """The saved model stands in for the shipped release file."""
+    _, path = saved
+    folder = tmp_path / 'shipped'
+    folder.mkdir()
+    (folder / 'splitbrain_alexnet.tinyimagenet_128.safetensors').write_bytes(path.read_bytes())
+    monkeypatch.setattr(weights, 'SHIPPED_DIR', folder)
 
 
 def _same_outputs(a, b):
@@ -37,6 +48,13 @@ def _same_outputs(a, b):
     with torch.no_grad():
         for name, out in a.forward_pretext(x).items():
             torch.testing.assert_close(out, b.forward_pretext(x)[name], rtol=0, atol=0)
+
+
+def _closed_port() -> int:
+    """A loopback port nothing listens on: connecting is refused at once."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
 
 
 def test_export_layout(saved):
@@ -56,40 +74,129 @@ def test_load_from_named_file(saved, offline, no_shipped):
     _same_outputs(model, load_pretrained(path.parent).eval())
 
 
-def test_load_from_hub_cache(saved, monkeypatch, tmp_path, no_shipped):
-    """A repo already in the HF cache loads with HF_HUB_OFFLINE=1, as huggingface_hub lays it out."""
-    from huggingface_hub import constants
+def test_local_dir_loads_a_save_pretrained_folder(saved, offline, no_shipped):
+    """timm's 'local-dir:' source: a folder with config.json and model.safetensors."""
     model, path = saved
-    cache = tmp_path / 'hf-cache'
-    repo = cache / ('models--' + HUB_ID.replace('/', '--'))
-    snapshot = repo / 'snapshots' / ('0' * 40)
-    snapshot.mkdir(parents=True)
-    (snapshot / 'model.safetensors').write_bytes(path.read_bytes())
-    (repo / 'refs').mkdir()
-    (repo / 'refs' / 'main').write_text('0' * 40)
-    monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(cache))
-    monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', True)
-    _same_outputs(model, timm.create_model('splitbrain_alexnet', pretrained=True).eval())
-
-
-@pytest.mark.parametrize('hub', ['offline', 'unreachable'])
-def test_hub_miss_falls_back_to_shipped(saved, monkeypatch, tmp_path, caplog, hub):
-    from huggingface_hub import constants
-    model, path = saved
-    monkeypatch.setattr(constants, 'HF_HUB_CACHE', str(tmp_path / 'empty-hf-cache'))
-    if hub == 'offline':
-        monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', True)
-    else:
-        monkeypatch.setattr(constants, 'HF_HUB_OFFLINE', False)
-        monkeypatch.setattr(constants, 'ENDPOINT', 'https://hub.invalid')  # DNS fails at once, never hangs
-    shipped = tmp_path / 'shipped'
-    shipped.mkdir()
-    (shipped / 'splitbrain_alexnet.tinyimagenet_128.safetensors').write_bytes(path.read_bytes())
-    monkeypatch.setattr(weights, 'SHIPPED_DIR', shipped)
-    with caplog.at_level(logging.INFO, logger='splitbrain_hub.weights'):
-        loaded = timm.create_model('splitbrain_alexnet', pretrained=True).eval()
+    loaded = timm.create_model('local-dir:' + str(path.parent), pretrained=True).eval()
+    assert loaded.pretrained_cfg['file'] == str(path)
     _same_outputs(model, loaded)
-    assert [r for r in caplog.records if 'shipped' in r.getMessage()], 'the fallback is logged once'
+
+
+def test_local_dir_without_safetensors_is_refused(saved, tmp_path, offline):
+    _, path = saved
+    folder = tmp_path / 'pickled'
+    folder.mkdir()
+    (folder / 'config.json').write_text((path.parent / 'config.json').read_text())
+    torch.save({'x': torch.zeros(1)}, folder / 'pytorch_model.bin')
+    with pytest.raises(WeightsError, match=r'local-dir .*pickled.*expected an existing \.safetensors file.*model\.safetensors'):
+        timm.create_model('local-dir:' + str(folder), pretrained=True)
+
+
+def test_hub_download_then_offline_from_the_cache(saved, fake_hub, hf_env, no_shipped, tmp_path):
+    """hf_hub_id through huggingface_hub: downloaded into HF_HOME's cache, then read from it with HF_HUB_OFFLINE=1."""
+    model, path = saved
+    fake_hub.add_commit('someone/splitbrain', {'model.safetensors': path.read_bytes(),
+                                                'config.json': (path.parent / 'config.json').read_bytes()})
+    hf_env(HF_ENDPOINT=fake_hub.url)
+    overlay = dict(hf_hub_id='someone/splitbrain')
+    downloaded = timm.create_model('splitbrain_alexnet', pretrained=True, pretrained_cfg_overlay=overlay).eval()
+    cached = Path(downloaded.pretrained_cfg['file'])
+    assert cached.is_relative_to(tmp_path / 'hf-home' / 'hub' / 'models--someone--splitbrain' / 'snapshots')
+    assert ('GET', '/someone/splitbrain/resolve/main/model.safetensors') in fake_hub.requests
+    _same_outputs(model, downloaded)
+
+    # timm's own Hub source: config.json and weights from the repo
+    from_hub = timm.create_model('hf-hub:someone/splitbrain', pretrained=True).eval()
+    _same_outputs(model, from_hub)
+
+    # timm's cache_dir argument is the HF cache to use
+    elsewhere = timm.create_model('splitbrain_alexnet', pretrained=True, pretrained_cfg_overlay=overlay,
+                                  cache_dir=tmp_path / 'other-cache')
+    assert Path(elsewhere.pretrained_cfg['file']).is_relative_to(tmp_path / 'other-cache')
+
+    hf_env(HF_HUB_OFFLINE='1')
+    requests_before = len(fake_hub.requests)
+    offline = timm.create_model('splitbrain_alexnet', pretrained=True, pretrained_cfg_overlay=overlay).eval()
+    assert offline.pretrained_cfg['file'] == str(cached)
+    assert len(fake_hub.requests) == requests_before, 'HF_HUB_OFFLINE=1 makes no request'
+    _same_outputs(model, offline)
+
+
+def test_hub_through_a_proxy(saved, fake_hub, hf_env, no_shipped):
+    """HTTP_PROXY is honoured: the Hub's name does not even resolve, only the proxy can reach it."""
+    model, path = saved
+    fake_hub.add_commit('someone/splitbrain', {'model.safetensors': path.read_bytes()})
+    hf_env(HF_ENDPOINT='http://hub.example.invalid', HTTP_PROXY=fake_hub.url)
+    loaded = timm.create_model('splitbrain_alexnet', pretrained=True,
+                               pretrained_cfg_overlay=dict(hf_hub_id='someone/splitbrain')).eval()
+    _same_outputs(model, loaded)
+    assert ('GET', '/someone/splitbrain/resolve/main/model.safetensors') in fake_hub.requests
+
+
+@pytest.mark.parametrize('hub', ['HF_HUB_OFFLINE=1', 'connection refused', 'no such repo'])
+def test_release_repo_miss_falls_back_to_shipped_with_a_warning(saved, shipped, fake_hub, hf_env, caplog, hub):
+    model, _ = saved
+    if hub == 'HF_HUB_OFFLINE=1':
+        hf_env(HF_HUB_OFFLINE='1', HF_ENDPOINT=fake_hub.url)
+    elif hub == 'connection refused':
+        hf_env(HF_ENDPOINT=f'http://127.0.0.1:{_closed_port()}')
+    else:
+        hf_env(HF_ENDPOINT=fake_hub.url)  # the release repo is not on this Hub
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger='splitbrain_hub.weights'):
+        loaded = timm.create_model('splitbrain_alexnet', pretrained=True).eval()
+    assert time.monotonic() - start < 5
+    _same_outputs(model, loaded)
+    warnings = [r for r in caplog.records if r.name == 'splitbrain_hub.weights']
+    assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
+    assert HUB_ID in warnings[0].getMessage() and 'shipped' in warnings[0].getMessage()
+    heads = [r for r in fake_hub.requests if r[0] == 'HEAD']
+    assert heads == ([('HEAD', f'/{HUB_ID}/resolve/main/model.safetensors')] if hub == 'no such repo' else [])
+
+
+@pytest.mark.parametrize('hub', ['HF_HUB_OFFLINE=1', 'connection refused', 'no such repo'])
+def test_another_repo_is_never_replaced_by_the_shipped_weights(fake_hub, hf_env, hub):
+    assert weights.shipped_weights_path('splitbrain_alexnet', 'tinyimagenet_128').is_file()
+    if hub == 'HF_HUB_OFFLINE=1':
+        hf_env(HF_HUB_OFFLINE='1')
+        reason = 'OfflineModeIsEnabled'
+    elif hub == 'connection refused':
+        hf_env(HF_ENDPOINT=f'http://127.0.0.1:{_closed_port()}')
+        reason = 'ConnectError'
+    else:
+        hf_env(HF_ENDPOINT=fake_hub.url)
+        reason = 'RepositoryNotFoundError'
+    with pytest.raises(WeightsError, match=rf"'someone/other-weights'.*{reason}.*stand in only for the release "
+                                           rf"repo '{HUB_ID}'"):
+        timm.create_model('splitbrain_alexnet', pretrained=True,
+                          pretrained_cfg_overlay=dict(hf_hub_id='someone/other-weights'))
+
+
+def test_an_unresponsive_hub_is_bounded_by_hf_hub_etag_timeout(saved, shipped, hf_env, caplog):
+    """A Hub that accepts connections and never answers: the wait is huggingface_hub's HF_HUB_ETAG_TIMEOUT."""
+    model, _ = saved
+    with socket.socket() as silent:
+        silent.bind(('127.0.0.1', 0))
+        silent.listen()  # the kernel accepts connections; nothing ever reads or answers
+        # HF_HUB_DISABLE_TELEMETRY: huggingface_hub >= 2 otherwise first asks the endpoint for its agent
+        # registry (a fixed 3 s timeout), see the README.
+        hf_env(HF_ENDPOINT=f'http://127.0.0.1:{silent.getsockname()[1]}', HF_HUB_ETAG_TIMEOUT='1',
+               HF_HUB_DISABLE_TELEMETRY='1')
+        start = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger='splitbrain_hub.weights'):
+            loaded = timm.create_model('splitbrain_alexnet', pretrained=True).eval()
+        elapsed = time.monotonic() - start
+    assert 1 <= elapsed < 5, elapsed
+    assert 'Timeout' in caplog.text
+    _same_outputs(model, loaded)
+
+
+def test_malformed_hub_id_and_pickled_hub_file_are_refused(offline):
+    with pytest.raises(WeightsError, match=r"hf_hub_id: expected a Hub repo id 'owner/name'.*got 'a/b/c'"):
+        timm.create_model('splitbrain_alexnet', pretrained=True, pretrained_cfg_overlay=dict(hf_hub_id='a/b/c'))
+    with pytest.raises(WeightsError, match=r"hf_hub_filename: expected a \.safetensors file.*got 'pytorch_model\.bin'"):
+        timm.create_model('splitbrain_alexnet', pretrained=True,
+                          pretrained_cfg_overlay=dict(hf_hub_filename='pytorch_model.bin'))
 
 
 def test_no_weights_anywhere_says_where_it_looked(offline, no_shipped):

@@ -43,13 +43,14 @@ import splitbrain_hub  # noqa: F401  (registers the models in timm)
 from splitbrain_hub.errors import InputError
 from splitbrain_hub.precision import autocast, autocast_dtype, precision_name
 from splitbrain_hub.quantize import ab_bin_centers, ab_bin_count, hard_encode
-from splitbrain_hub.weights import atomic_write, save_pretrained, sha256_of
+from splitbrain_hub.weights import WEIGHTS_NAME, atomic_write, save_pretrained, sha256_of
 from training.data import BatchStream, build_index, make_loader
 from training.objectives import DEFAULT_OBJECTIVE, Objective, downsample, get_objective
 
 # Runs live outside the work tree, so a fresh checkout (or a later session) finds and resumes them.
 RUNS_DIR = Path(os.environ.get('SPLITBRAIN_HUB_RUNS', '~/.cache/splitbrain_hub/runs')).expanduser()
 CHECKPOINT = 'ckpt.pt'
+MODEL_CARD = Path(__file__).resolve().parents[1] / 'MODEL_CARD.md'  # the export's README.md starts with it
 METRICS = 'metrics.jsonl'
 
 
@@ -95,8 +96,10 @@ def parse_args(argv: List[str], config: Optional[Config] = None) -> Tuple[Config
         key = key.replace('-', '_')
         if key == 'resume' and not eq:
             actions['resume'] = 'true'
-        elif key in ('export', 'push_to_hub'):
+        elif key == 'export':
             actions[key] = value
+        elif key == 'push_to_hub':
+            actions[key] = _hub_repo_id(value)
         elif key in types and eq:
             kind = {int: int, float: float, str: str, bool: _bool}[types[key]]
             try:
@@ -194,32 +197,55 @@ def export(out_dir: Path, export_dir: Path) -> Path:
                     epochs=state['images_seen'] / state['dataset_size'], train_seconds=state['train_seconds'],
                     final_losses=last.get('losses'), final_loss=last.get('loss'))
     weights = save_pretrained(model, export_dir, dtype=torch.float16, extra_config={'training': training})
-    (export_dir / 'README.md').write_text(model_card(model, training, weights))
+    (export_dir / 'README.md').write_text(model_card(training, weights))
     return weights
 
 
-def model_card(model, training: Dict[str, Any], weights: Path) -> str:
+def model_card(training: Dict[str, Any], weights: Path) -> str:
+    """The export's README.md: MODEL_CARD.md as it is (the Hub reads its front matter), then this run.
+
+    MODEL_CARD.md describes the released weights; the section added here gives the figures of the run
+    the exported file comes from, which may be another one (another objective, budget or data).
+    """
     spec = get_objective(training['recipe']['objective'])
-    return '\n'.join([
-        '---', 'library_name: timm', 'license: mit', 'tags: [image-feature-extraction, colorization, timm]', '---',
-        f'# {model.pretrained_cfg.get("architecture", spec.architecture)}', '',
-        f'{spec.description} (Zhang, Isola, Efros, CVPR 2017), trained with `training/train.py` of splitbrain_hub.',
-        '', '```python', 'import timm, splitbrain_hub',
-        f'model = timm.create_model("{spec.architecture}", pretrained=True, '
-        'pretrained_cfg_overlay=dict(file="model.safetensors"))', '```', '',
-        '## Training', '',
+    return MODEL_CARD.read_text().rstrip('\n') + '\n\n' + '\n'.join([
+        '## This export', '',
+        'The sections above describe the released weights. The files of this folder come from the run below.', '',
+        f'- objective: `{spec.name}`: {spec.description}',
         f'- steps: {training["step"]}, images seen: {training["images_seen"]} ({training["epochs"]:.2f} epochs)',
         f'- training wall time: {training["train_seconds"]:.0f} s, precision {training["precision"]}',
         f'- final losses (mean of the last logging window): {json.dumps(training["final_losses"])}',
         f'- weights: `{weights.name}`, fp16, {weights.stat().st_size} bytes, sha256 `{sha256_of(weights)}`',
-        '', '### Recipe', '', '```json', json.dumps(training['recipe'], indent=2), '```', ''])
+        '', 'Load it with timm (`pip install splitbrain-hub`; importing it registers the architecture):', '',
+        '```python', 'import timm, splitbrain_hub',
+        "model = timm.create_model('hf-hub:<owner>/<name>', pretrained=True)       # this folder on the Hub",
+        "model = timm.create_model('local-dir:<this folder>', pretrained=True)     # or on disk", '```', '',
+        '### Recipe', '', '```json', json.dumps(training['recipe'], indent=2), '```', ''])
 
 
-def push_to_hub(export_dir: Path, repo_id: str) -> None:
+EXPORTED_FILES = ('model.safetensors', 'config.json', 'README.md')
+
+
+def push_to_hub(export_dir: Path, repo_id: str) -> str:
+    """Upload the export to Hub repo ``repo_id`` (created if needed) through huggingface_hub; returns the commit URL.
+
+    huggingface_hub's settings apply (``HF_TOKEN`` or ``hf auth login``, ``HF_ENDPOINT``, proxies).
+    """
     from huggingface_hub import HfApi
     api = HfApi()
     api.create_repo(repo_id, exist_ok=True)
-    api.upload_folder(folder_path=str(export_dir), repo_id=repo_id)
+    commit = api.upload_folder(folder_path=str(export_dir), repo_id=repo_id, allow_patterns=list(EXPORTED_FILES),
+                               commit_message=f'splitbrain_hub export ({sha256_of(export_dir / WEIGHTS_NAME)[:12]})')
+    return commit.commit_url
+
+
+def _hub_repo_id(value: str) -> str:
+    from huggingface_hub.utils import validate_repo_id
+    try:
+        validate_repo_id(value)
+    except ValueError as e:
+        raise InputError(f"--push_to_hub: expected a Hub repo id 'owner/name', got {value!r} ({e})") from None
+    return value
 
 
 # --- training --------------------------------------------------------------------------------------
@@ -419,7 +445,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         weights = export(Path(config.out_dir), export_dir)
         print(f'exported {weights} ({weights.stat().st_size} bytes, sha256 {sha256_of(weights)})')
         if actions.get('push_to_hub'):
-            push_to_hub(export_dir, actions['push_to_hub'])
+            print(f"pushed to {push_to_hub(export_dir, actions['push_to_hub'])}")
         return
     resume = 'resume' in actions
     if resume:  # the checkpoint's config, with the flags given now on top (e.g. a longer --max_steps)

@@ -480,7 +480,8 @@ def _create_splitbrain_alexnet(variant: str, pretrained: bool = False, **kwargs:
     from ..weights import resolve_pretrained_cfg_file
     if pretrained:
         kwargs['pretrained_cfg'] = resolve_pretrained_cfg_file(
-            variant, kwargs.pop('pretrained_cfg', None), kwargs.pop('pretrained_cfg_overlay', None))
+            variant, kwargs.pop('pretrained_cfg', None), kwargs.pop('pretrained_cfg_overlay', None),
+            cache_dir=kwargs.get('cache_dir'))
     out_indices = kwargs.pop('out_indices', (0, 1, 2, 3, 4))
     return build_model_with_cfg(
         SplitBrainAlexNet,
