@@ -9,6 +9,7 @@ of the last 50 steps (five logged 10-step windows); the goal is bf16 within 2 % 
 import argparse
 import json
 import statistics
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -16,6 +17,7 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for training/
 from training.train import RUNS_DIR  # noqa: E402
 
 RUNS = {'fp32 (--amp=off)': 'amp_off', 'bf16 (--amp=bf16)': 'amp_bf16'}
