@@ -68,13 +68,34 @@ def lab_to_rgb(image: Tensor, clip: bool = True) -> Tensor:
     return _lab_to_rgb(image, clip)
 
 
-def _rgb_to_lab(image: Tensor) -> Tensor:
-    """``rgb_to_lab`` without input checks, for use inside ``forward``."""
+def _srgb_to_linear(image: Tensor) -> Tensor:
     # Undo the sRGB gamma: linear below the knee, a 2.4 power above. torch.where evaluates both branches, so
     # the power only sees values above the knee: otherwise it could produce NaN and leak NaN gradients.
     knee = 0.04045
     power = ((image.clamp_min(knee) + 0.055) / 1.055).pow(2.4)
-    linear_rgb = torch.where(image > knee, power, image / 12.92)
+    return torch.where(image > knee, power, image / 12.92)
+
+
+def _lab_f(t: Tensor) -> Tensor:
+    # CIE's f(t): a cube root, with a straight line near black where the cube root is too steep.
+    # 0.008856 and 7.787 are skimage's rounded constants (exactly 216/24389 and 841/108).
+    threshold = 0.008856
+    return torch.where(t > threshold, t.clamp_min(threshold).pow(1.0 / 3.0), 7.787 * t + 16.0 / 116.0)
+
+
+def _rgb_to_lightness(image: Tensor) -> Tensor:
+    """L of ``rgb_to_lab`` alone, (*, 1, H, W), without input checks: Y needs one row of the matrix and one
+    f(t) instead of three, which is all ``colorize`` needs at full resolution."""
+    linear_rgb = _srgb_to_linear(image)
+    # Row Y of the sRGB -> XYZ matrix below (the D65 white has Y = 1).
+    y = 0.212671 * linear_rgb[..., 0:1, :, :] + 0.715160 * linear_rgb[..., 1:2, :, :] \
+        + 0.072169 * linear_rgb[..., 2:3, :, :]
+    return 116.0 * _lab_f(y) - 16.0
+
+
+def _rgb_to_lab(image: Tensor) -> Tensor:
+    """``rgb_to_lab`` without input checks, for use inside ``forward``."""
+    linear_rgb = _srgb_to_linear(image)
 
     # The sRGB -> XYZ matrix of the sRGB specification, as skimage writes it, each row divided by the XYZ of
     # the D65 white for the 2° observer (skimage's historical ``lab_ref_white``): one 3x3 product, one pass.
@@ -91,10 +112,7 @@ def _rgb_to_lab(image: Tensor) -> Tensor:
     pixels = linear_rgb.reshape(image.shape[:-2] + (-1,))  # (*, 3, H*W): channels mixed by matmul
     xyz = torch.matmul(xyz_from_rgb / white[:, None], pixels)
 
-    # CIE's f(t): a cube root, with a straight line near black where the cube root is too steep.
-    # 0.008856 and 7.787 are skimage's rounded constants (exactly 216/24389 and 841/108).
-    threshold = 0.008856
-    f = torch.where(xyz > threshold, xyz.clamp_min(threshold).pow(1.0 / 3.0), 7.787 * xyz + 16.0 / 116.0)
+    f = _lab_f(xyz)
 
     # L = 116 fy - 16, a = 500 (fx - fy), b = 200 (fy - fz): again one 3x3 product.
     lab_from_f = torch.tensor(

@@ -22,7 +22,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from .color import _lab_to_rgb, _rgb_to_lab
+from .color import _lab_to_rgb, _rgb_to_lab, _rgb_to_lightness
 from .errors import InputError
 from .images import ImageBatch, load_batches, to_output
 from .models.splitbrain_alexnet import PRETEXT_TARGETS, REGRESSION_SCALE
@@ -206,11 +206,18 @@ def _stripes(shape: torch.Size) -> Iterator[slice]:
     return (slice(start, start + rows) for start in range(0, height, rows))
 
 
-def _full_resolution_lab(batch: ImageBatch, device: torch.device) -> torch.Tensor:
+def _full_resolution_lab(batch: ImageBatch, device: torch.device, task: CrossChannelTask) -> torch.Tensor:
+    """Lab of the photo at its own resolution; only L (a = b = 0) when the task needs no other channel of
+    the input (colorize: it sees and keeps L), which saves two thirds of the conversion."""
     pixels = batch.pixels.to(device)
-    lab = pixels.new_empty(pixels.shape[0], 3, *pixels.shape[2:])
+    lab = pixels.new_zeros(pixels.shape[0], 3, *pixels.shape[2:])
+    lightness_only = set(task.sees + task.keeps) == {0}
     for rows in _stripes(lab.shape):
-        lab[:, :, rows] = _rgb_to_lab(pixels[:, :, rows].expand(-1, 3, -1, -1))
+        rgb = pixels[:, :, rows].expand(-1, 3, -1, -1)
+        if lightness_only:
+            lab[:, :1, rows] = _rgb_to_lightness(rgb)
+        else:
+            lab[:, :, rows] = _rgb_to_lab(rgb)
     return lab
 
 
@@ -238,7 +245,7 @@ def _cross_channel(images: Any, task: CrossChannelTask, temperature: float, mode
     dtype = next(model.parameters()).dtype
     sees = list(task.sees)
     with _evaluating(model, device):
-        labs = [_full_resolution_lab(batch, device) for batch in batches]
+        labs = [_full_resolution_lab(batch, device, task) for batch in batches]
         # The network input: the seen channels at the network size, the others zero (the half ignores them).
         network_input = torch.cat([lab.new_zeros(lab.shape[0], 3, *size) for lab in labs])
         network_input[:, sees] = torch.cat([_resize(lab[:, sees], size) for lab in labs])

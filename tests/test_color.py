@@ -202,3 +202,13 @@ class TestLabToRgb:
                 return _lab_to_rgb(image)
 
         torch.testing.assert_close(torch.fx.symbolic_trace(Module())(lab), _lab_to_rgb(lab))
+
+
+def test_lightness_alone_equals_lab_lightness():
+    """colorize's full-resolution shortcut: L without a and b is rgb_to_lab's L (float64: to rounding)."""
+    from splitbrain_hub.color import _rgb_to_lightness
+    rgb = torch.rand(2, 3, 17, 23, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    rgb[0, :, 0, :4] = torch.tensor([0.0, 0.01, 0.04045, 1.0], dtype=torch.float64)  # black, both knees, white
+    lightness = _rgb_to_lightness(rgb)
+    assert lightness.shape == (2, 1, 17, 23)
+    torch.testing.assert_close(lightness, rgb_to_lab(rgb)[:, :1], atol=1e-12, rtol=0)
