@@ -8,8 +8,8 @@ The guided filter (He, Sun, Tang, "Guided Image Filtering", ECCV 2010) instead f
 output as a linear function of a guide image: q = a * I + b. With the full-resolution lightness as the
 guide I and the ab prediction as the input p, ab can only change sharply where L does, so colour stops
 at the edges L shows. The "fast guided filter" (He, Sun, arXiv:1505.00996, 2015) computes a and b on a
-subsampled grid and upsamples only them: full resolution costs one bilinear upsampling of (a, b) and
-one multiply-add, so the filter costs about as much as bilinear interpolation of twice the channels.
+subsampled grid and upsamples only them: full resolution costs one area mean of the guide, a bilinear
+upsampling of (a, b) and one multiply-add (at 1024x768 on one CPU thread: 7.8 ms, bilinear 2.3 ms).
 
 Here the subsampled grid is the ab grid itself (the guide is averaged over each cell's part of the photo),
 so the window radius is counted in ab-grid cells: the colour blur to undo is one cell wide at any photo size.
@@ -115,7 +115,7 @@ class GuidedFilter:
 
     Attributes:
         radius: window half-side in ab-grid cells (1: 3x3 cells).
-        eps: regularisation in (L / 100)^2: 1e-3 is an L contrast of about 3 within a window.
+        eps: regularisation in (L / 100)^2: 1e-3 is an L standard deviation of about 3 within a window.
     """
     radius: int = 1
     eps: float = 1e-3
