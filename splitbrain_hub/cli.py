@@ -27,6 +27,7 @@ from .images import read_image
 from .inference import (DEFAULT_MODEL, DEFAULT_TEMPERATURE, FEATURE_LAYERS, colorize, extract_features, load_model,
                         predict_lightness, resolve_device)
 from .serve import command as serve_command  # argparse only; the web stack is imported when serve runs
+from .upsample import DEFAULT_UPSAMPLE, UPSAMPLERS
 from .weights import WEIGHTS_NAME, atomic_write, resolve_pretrained_cfg_file, sha256_of
 
 # What a folder contributes: files with these suffixes (files named explicitly are always tried).
@@ -168,9 +169,11 @@ def _image_command(predict: Callable) -> Callable[[argparse.Namespace], int]:
     """colorize / lightness: each input -> one PNG (alpha kept)."""
     def run(args: argparse.Namespace) -> int:
         model = load_model(args.weights, args.device)
+        # Only colorize has --upsample (predict_lightness always interpolates bilinearly).
+        extra = {'upsample': args.upsample} if 'upsample' in args else {}
 
         def process(images: List[Image.Image], jobs: List[Job]) -> None:
-            results = predict(images, temperature=args.temperature, model=model, size=args.size)
+            results = predict(images, temperature=args.temperature, model=model, size=args.size, **extra)
             for result, job in zip(results, jobs):
                 _save_image(result, job.outputs[0])
         return _run_batches(args, args.command, ['.png'], process)
@@ -253,6 +256,13 @@ def _prediction_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f'annealed-mean temperature (default {DEFAULT_TEMPERATURE}; lower is more vivid)')
 
 
+def _colorize_arguments(parser: argparse.ArgumentParser) -> None:
+    _prediction_arguments(parser)
+    parser.add_argument('--upsample', choices=tuple(UPSAMPLERS), default=DEFAULT_UPSAMPLE,
+                        help=f'how the coarse colour grid reaches full resolution (default {DEFAULT_UPSAMPLE}): guided '
+                             'follows the edges of the photo\'s lightness, bilinear blurs colour across them')
+
+
 def _feature_arguments(parser: argparse.ArgumentParser) -> None:
     _batch_arguments(parser)
     parser.add_argument('--layers', nargs='+', choices=FEATURE_LAYERS, default=list(FEATURE_LAYERS))
@@ -273,7 +283,7 @@ def _convert_caffe_arguments(parser: argparse.ArgumentParser) -> None:
 
 COMMANDS: Dict[str, Command] = {
     'colorize': Command('colorize images from their lightness (L half): PNG per image',
-                        _prediction_arguments, _image_command(colorize)),
+                        _colorize_arguments, _image_command(colorize)),
     'lightness': Command('predict lightness from colour (ab half): greyscale PNG per image',
                          _prediction_arguments, _image_command(predict_lightness)),
     'features': Command('extract conv1..conv5 features per image (.safetensors or .npy)',

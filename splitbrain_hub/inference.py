@@ -28,6 +28,7 @@ from .images import ImageBatch, load_batches, to_output
 from .models.splitbrain_alexnet import PRETEXT_TARGETS, REGRESSION_SCALE
 from .precision import autocast, autocast_dtype
 from .quantize import ab_bin_centers, annealed_mean_from_logits, l_bin_centers
+from .upsample import DEFAULT_UPSAMPLE, Bilinear, Upsampler, resolve_upsampler
 from .weights import DEFAULT_ARCHITECTURE as DEFAULT_MODEL, load_pretrained
 
 __all__ = ['colorize', 'predict_lightness', 'extract_features', 'load_model', 'resolve_device',
@@ -221,12 +222,13 @@ def _full_resolution_lab(batch: ImageBatch, device: torch.device, task: CrossCha
     return lab
 
 
-def _recombine(lab: torch.Tensor, prediction: torch.Tensor, task: CrossChannelTask) -> torch.Tensor:
+def _recombine(lab: torch.Tensor, prediction: torch.Tensor, task: CrossChannelTask, upsample) -> torch.Tensor:
     """The result at full resolution: kept input channels, upsampled predicted ones, others 0 -> RGB/grey.
 
-    Overwrites ``lab``, which is no longer needed.
+    ``upsample(prediction, guide)`` brings the prediction to full resolution; the guide is the first channel
+    the half sees, at full resolution (L for colorize). Overwrites ``lab``, which is no longer needed.
     """
-    lab[:, list(task.predicts)] = F.interpolate(prediction, size=lab.shape[-2:], mode='bilinear', align_corners=False)
+    lab[:, list(task.predicts)] = upsample(prediction, lab[:, task.sees[:1]])
     lab[:, [c for c in range(3) if c not in task.keeps + task.predicts]] = 0
     out = lab.new_empty(lab.shape[0], 1 if task.grey else 3, *lab.shape[2:])
     for rows in _stripes(lab.shape):
@@ -235,8 +237,9 @@ def _recombine(lab: torch.Tensor, prediction: torch.Tensor, task: CrossChannelTa
 
 
 def _cross_channel(images: Any, task: CrossChannelTask, temperature: float, model: Optional[torch.nn.Module],
-                   device, size, amp: str) -> Any:
+                   device, size, amp: str, upsample: Upsampler) -> Any:
     temperature = _check_temperature(temperature)
+    upsample = resolve_upsampler(upsample)
     model, device = _model_and_device(model, device)
     amp_dtype = autocast_dtype(amp, device)
     half = _half_for(model, task)
@@ -252,7 +255,7 @@ def _cross_channel(images: Any, task: CrossChannelTask, temperature: float, mode
         with autocast(device, amp_dtype):
             raw = model.forward_pretext(network_input.to(dtype), is_lab=True, halves=[half])[half]
         predicted = _decode(model, half, raw, task, temperature).split([lab.shape[0] for lab in labs])
-        results = [_recombine(lab, prediction, task) for lab, prediction in zip(labs, predicted)]
+        results = [_recombine(lab, prediction, task, upsample) for lab, prediction in zip(labs, predicted)]
     # A returned tensor must be usable with autograd like any other: cloned outside inference mode.
     outputs = [to_output(result.clone() if batch.kind == 'tensor' else result, batch)
                for result, batch in zip(results, batches)]
@@ -261,12 +264,13 @@ def _cross_channel(images: Any, task: CrossChannelTask, temperature: float, mode
 
 def colorize(image: Any, *, temperature: float = DEFAULT_TEMPERATURE, model: Optional[torch.nn.Module] = None,
              device: Union[str, torch.device, None] = None, size: Union[int, Tuple[int, int], None] = None,
-             amp: str = COLORIZE_AMP) -> Any:
+             amp: str = COLORIZE_AMP, upsample: Upsampler = DEFAULT_UPSAMPLE) -> Any:
     """Colorize photos from their lightness alone (the L half of the split brain).
 
     The L half sees L at the network's input size; its ab distribution is decoded by the annealed
-    mean, upsampled to the original resolution and recombined with the original full-resolution L.
-    A colour photo's own colours are never used; alpha is kept.
+    mean, upsampled to the original resolution (guided by the full-resolution L unless asked otherwise)
+    and recombined with the original full-resolution L. A colour photo's own colours are never used;
+    alpha is kept.
 
     Args:
         image: a path, a PIL image (modes L, LA, P, RGB, RGBA, CMYK, I;16...), an HxW or HxWxC
@@ -278,6 +282,9 @@ def colorize(image: Any, *, temperature: float = DEFAULT_TEMPERATURE, model: Opt
         size: network input side(s); None uses the model's pretrained input size.
         amp: the network's precision: 'auto' (bf16 where the CPU or GPU runs it natively), 'bf16' or 'off'
             (fp32). Colour maths is fp32 either way, also inside a caller's ``torch.autocast``.
+        upsample: how the coarse ab grid reaches the photo's resolution: 'guided' (a guided filter with
+            the full-resolution L as guide: colour stops at the edges L shows), 'bilinear' (colour bleeds
+            over edges inside a grid cell), or a ``splitbrain_hub.upsample.GuidedFilter(radius, eps)``.
     Returns:
         The same kind as given, RGB (RGBA with alpha): PIL for PIL and paths, an array of the input's
         dtype, a tensor of the input's dtype, device and rank; a list for a list.
@@ -285,7 +292,7 @@ def colorize(image: Any, *, temperature: float = DEFAULT_TEMPERATURE, model: Opt
         InputError: an unusable image or argument (see ``images.py``).
         WeightsError: ``model`` is None and no pretrained weights are found.
     """
-    return _cross_channel(image, COLORIZE, temperature, model, device, size, amp)
+    return _cross_channel(image, COLORIZE, temperature, model, device, size, amp, upsample)
 
 
 def predict_lightness(image: Any, *, temperature: float = DEFAULT_TEMPERATURE, model: Optional[torch.nn.Module] = None,
@@ -293,11 +300,12 @@ def predict_lightness(image: Any, *, temperature: float = DEFAULT_TEMPERATURE, m
                       amp: str = LIGHTNESS_AMP) -> Any:
     """Predict lightness from colour alone (the ab half): the paper's grayscale-prediction task.
 
-    Same inputs and arguments as ``colorize``, but ``amp`` defaults to 'off' (fp32): in bf16 the predicted L
+    Same inputs and arguments as ``colorize`` but no ``upsample`` (bilinear here), and ``amp`` defaults to 'off' (fp32): in bf16 the predicted L
     moves some pixels by 2 levels. Returns a greyscale image at the original resolution
     (PIL mode L / LA, an HxW (or HxWx1 / HxWx2) array, a 1- or 2-channel tensor).
     """
-    return _cross_channel(image, LIGHTNESS, temperature, model, device, size, amp)
+    # Bilinear only: the guided filter takes a one-channel guide, and this half sees two (a and b).
+    return _cross_channel(image, LIGHTNESS, temperature, model, device, size, amp, Bilinear())
 
 
 # --- features -------------------------------------------------------------------------------------

@@ -150,6 +150,22 @@ def test_usage_errors_exit_two(folder, weights, tmp_path, capsys):
     assert exit_info.value.code == 2
 
 
+def test_colorize_upsample_option_reaches_colorize(folder, weights, tmp_path, capsys):
+    photo = np.asarray(Image.open(folder / 'a.jpg'))
+    model = splitbrain_hub.inference.load_model(str(weights), 'cpu')
+    for upsample in ('bilinear', 'guided'):
+        status, _, _ = _run(capsys, 'colorize', folder / 'a.jpg', '-o', tmp_path / upsample, '--weights', weights,
+                            '--upsample', upsample)
+        assert status == 0
+        expected = splitbrain_hub.colorize(photo, model=model, upsample=upsample)
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / upsample / 'a.png')), expected)
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(['colorize', str(folder), '-o', str(tmp_path), '--upsample', 'nearest'])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit):  # lightness has no --upsample
+        cli.main(['lightness', str(folder), '-o', str(tmp_path), '--upsample', 'guided'])
+
+
 def test_max_pixels_refuses_large_images(folder, weights, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', Image.MAX_IMAGE_PIXELS)  # main() sets it: restore after
     status, _, err = _run(capsys, 'colorize', folder / 'a.jpg', '-o', tmp_path / 'o', '--weights', weights,

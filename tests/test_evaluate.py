@@ -140,3 +140,127 @@ def test_table2_markdown_gives_seed_spread_and_missing_rows():
     assert '| Gaussian | 0 | 0,1 | 6.0 ± 1.0 |' in text
     assert 'missing: not trained' in text
     assert len([line for line in text.splitlines() if line.startswith('| ')]) == 1 + 2 * len(ROWS) - 1
+
+
+# --- colorization of a photo folder at full resolution --------------------------------------------
+
+def _write_shard(path, images):
+    """A Tiny ImageNet-style train shard: (image.jpg, image.cls) pairs, class 0."""
+    import io
+    import tarfile
+
+    from PIL import Image
+    with tarfile.open(path, 'w') as tar:
+        for i, image in enumerate(images):
+            for suffix, data in (('jpg', _encode(Image.fromarray(image), 'JPEG', quality=100)), ('cls', b'0')):
+                info = tarfile.TarInfo(f'{i:06d}.{suffix}')
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+
+def _encode(image, fmt, **kwargs) -> bytes:
+    import io
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **kwargs)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def photo_folder(tmp_path):
+    """Two colour photos of different sizes and one greyscale photo (left out), plus a one-image train shard
+    whose mean ab is known (one flat colour)."""
+    import numpy as np
+    from PIL import Image
+    rng = np.random.default_rng(0)
+    photos = tmp_path / 'photos'
+    photos.mkdir()
+    Image.fromarray(rng.integers(0, 256, (40, 56, 3), dtype=np.uint8)).save(photos / 'a.png')
+    Image.fromarray(rng.integers(0, 256, (48, 36, 3), dtype=np.uint8)).save(photos / 'b.png')
+    Image.fromarray(rng.integers(0, 256, (30, 30), dtype=np.uint8)).convert('RGB').save(photos / 'grey.png')
+    (photos / 'notes.txt').write_text('not a photo')
+    shards = tmp_path / 'shards'
+    shards.mkdir()
+    _write_shard(shards / 'train-000000.tar', [np.full((64, 64, 3), (200, 80, 60), dtype=np.uint8)])
+    return photos, shards
+
+
+@pytest.fixture(scope='module')
+def small_model():
+    import timm
+    from training.evaluate import LoadedModel
+    torch.manual_seed(0)
+    model = timm.create_model('splitbrain_alexnet', pretrained_cfg_overlay=dict(input_size=(3, 96, 96))).eval()
+    return LoadedModel('small', model, 'sha', 'random init')
+
+
+@pytest.mark.parametrize('spec, label, expected', [
+    ('bilinear', 'bilinear', 'Bilinear()'),
+    ('guided', 'guided r=1 eps=0.001', 'GuidedFilter(radius=1, eps=0.001)'),
+    ('guided:radius=2,eps=1e-2', 'guided r=2 eps=0.01', 'GuidedFilter(radius=2, eps=0.01)'),
+    ('guided:eps=0.1', 'guided r=1 eps=0.1', 'GuidedFilter(radius=1, eps=0.1)'),
+])
+def test_parse_upsample(spec, label, expected):
+    from training.evaluate import parse_upsample
+    got_label, upsampler = parse_upsample(spec)
+    assert got_label == label and repr(upsampler) == expected
+
+
+@pytest.mark.parametrize('spec, message', [
+    ('nearest', '--upsample: expected one of'), ('bilinear:radius=1', '--upsample: expected one of'),
+    ('guided:r=1', 'expected radius=R and/or eps=E'), ('guided:radius=', 'expected radius=R and/or eps=E'),
+    ('guided:radius=one', 'expected a number for radius'), ('guided:radius=0', 'radius: expected an int >= 1'),
+    ('guided:eps=-1', 'eps: expected a finite number > 0'),
+])
+def test_parse_upsample_errors(spec, message):
+    from training.evaluate import parse_upsample
+    with pytest.raises(InputError, match=message):
+        parse_upsample(spec)
+
+
+def test_full_resolution_colorization_rows_and_reference_values(photo_folder, small_model):
+    import numpy as np
+    from PIL import Image
+    from training.evaluate import TEMPERATURES, full_resolution_colorization, full_resolution_markdown
+    photos, shards = photo_folder
+    results = full_resolution_colorization([small_model], photos, ['bilinear', 'guided:radius=2,eps=0.01'], shards)
+    rows = [(r['model'], r['temperature'], r['upsample']) for r in results]
+    assert rows == [('grey', None, None), ('mean_ab_train', None, None)] + [
+        ('small', t, u) for t in TEMPERATURES for u in ('bilinear', 'guided r=2 eps=0.01')]
+    first = results[0]
+    assert first['images'] == 2 and first['greyscale_images_excluded'] == 1
+    assert first['resolution'] == ['36x48', '56x40'] and first['input_size'] == 96
+    # The train shard is one flat colour: its mean ab is that colour's (JPEG's YCbCr rounding moves it < 1).
+    flat = rgb_to_lab(torch.tensor([200, 80, 60]).view(1, 3, 1, 1) / 255.0)[0, 1:, 0, 0]
+    assert first['mean_ab_train'] == pytest.approx(flat.tolist(), abs=1)
+    # grey: its AuC from the definition, every photo's pixels pooled (8-bit rounding of grey moves ab < 1).
+    true_ab = torch.cat([rgb_to_lab(torch.from_numpy(np.array(Image.open(photos / name))).permute(2, 0, 1)[None]
+                                    / 255.0)[:, 1:].flatten(2) for name in ('a.png', 'b.png')], dim=2)
+    expected = (1 - true_ab.double().square().sum(1).sqrt().clamp(max=150) / 150).mean().item()
+    assert first['auc'] == pytest.approx(expected, abs=0.005)
+    assert first['chroma_pred'] < 1 and first['chroma_true'] == pytest.approx(
+        true_ab.double().square().sum(1).sqrt().mean().item(), abs=0.01)
+    # upsamplers give different rows; every value is a finite metric
+    by_key = {(r['model'], r['temperature'], r['upsample']): r for r in results}
+    assert by_key['small', 0.38, 'bilinear']['auc'] != by_key['small', 0.38, 'guided r=2 eps=0.01']['auc']
+    assert all(0 < r['auc'] <= 1 and 0 < r['auc_rebalanced'] <= 1 and math.isfinite(r['psnr_db']) for r in results)
+    table = full_resolution_markdown(results)
+    assert '| small | 0.38 | guided r=2 eps=0.01 |' in table and '| grey | – | – |' in table
+
+
+def test_colorization_command_on_a_photo_folder_writes_json_and_markdown(photo_folder, tmp_path):
+    import json
+    from splitbrain_hub.weights import save_pretrained
+    from training.evaluate import main
+    photos, shards = photo_folder
+    torch.manual_seed(0)
+    import timm
+    save_pretrained(timm.create_model('splitbrain_alexnet', pretrained_cfg_overlay=dict(input_size=(3, 96, 96))),
+                    tmp_path / 'model')
+    out = tmp_path / 'results' / 'colorization_photos.json'
+    assert main(['colorization', '--data', str(photos), '--train-data', str(shards), '--weights',
+                 f'mine={tmp_path / "model"}', '--upsample', 'guided', '--amp', 'off', '--out', str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert [r['model'] for r in results] == ['grey', 'mean_ab_train', 'mine', 'mine', 'mine']
+    assert {r['upsample'] for r in results[2:]} == {'guided r=1 eps=0.001'}
+    assert results[2]['network_precision'] == 'fp32'
+    assert out.with_suffix('.md').read_text().startswith('# Colorization quality at full resolution: photos')

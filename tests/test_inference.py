@@ -105,22 +105,28 @@ def test_batch_equals_one_by_one(model):
 
 # --- colorize: reference values -------------------------------------------------------------------
 
-def test_colorize_recombines_predicted_ab_with_full_resolution_lightness(ab_model):
-    # Fine detail (a 1-pixel checkerboard of two greys) at full resolution, ab = (20, -30) predicted.
+@pytest.mark.parametrize('upsample', ['bilinear', 'guided'])
+def test_colorize_recombines_predicted_ab_with_full_resolution_lightness(ab_model, upsample):
+    # Fine detail (a 1-pixel checkerboard of two greys) at full resolution, ab = (20, -30) predicted: the guided
+    # filter finds no colour that varies with L, so it too keeps the prediction, and the detail stays grey-level.
     grey = torch.where((torch.arange(96)[:, None] + torch.arange(128)) % 2 == 0, 0.35, 0.6)
-    out = colorize(grey.expand(1, 3, -1, -1).contiguous(), model=ab_model)
+    out = colorize(grey.expand(1, 3, -1, -1).contiguous(), model=ab_model, upsample=upsample)
     lab_in, lab_out = rgb_to_lab(grey.expand(1, 3, -1, -1)), rgb_to_lab(out)
     torch.testing.assert_close(lab_out[:, 0], lab_in[:, 0], atol=1e-3, rtol=0)  # every pixel's L kept
     torch.testing.assert_close(lab_out[:, 1:], torch.tensor([20.0, -30.0]).view(1, 2, 1, 1).expand(1, 2, 96, 128),
                                atol=0.05, rtol=0)
 
 
-@pytest.mark.parametrize('predict', [colorize, predict_lightness])
-def test_stripes_give_the_same_result_as_whole_images(model, monkeypatch, predict):
+@pytest.mark.parametrize('predict, kwargs, atol', [
+    (colorize, dict(upsample='bilinear'), 1e-6),  # vector-width rounding
+    (colorize, dict(upsample='guided'), 1e-5),  # the guided filter's slope a multiplies L's rounding
+    (predict_lightness, {}, 1e-6),
+])
+def test_stripes_give_the_same_result_as_whole_images(model, monkeypatch, predict, kwargs, atol):
     images = torch.rand(2, 3, 37, 53)
-    whole = predict(images, model=model, amp='off')  # fp32: bf16 kernels may round differently call to call
+    whole = predict(images, model=model, amp='off', **kwargs)  # fp32: bf16 kernels may round differently call to call
     monkeypatch.setattr(splitbrain_hub.inference, 'STRIPE_PIXELS', 300)  # 2 x 53 x 2 rows: 19 stripes
-    torch.testing.assert_close(predict(images, model=model, amp='off'), whole, atol=1e-6, rtol=0)  # vector-width rounding
+    torch.testing.assert_close(predict(images, model=model, amp='off', **kwargs), whole, atol=atol, rtol=0)
 
 
 def test_colour_photo_is_colorized_from_its_lightness_alone(model):
@@ -141,6 +147,21 @@ def test_regression_heads_are_decoded_by_the_regression_scale():
     torch.testing.assert_close(lab[0, 1:, 16, 16], torch.tensor([10.0, 25.0]), atol=0.05, rtol=0)
     grey = predict_lightness(torch.rand(1, 3, 32, 32), model=model, amp='off')
     torch.testing.assert_close(rgb_to_lab(grey.expand(1, 3, -1, -1))[0, 0], torch.full((32, 32), 60.0), atol=0.05, rtol=0)
+
+
+def test_upsample_options(model):
+    from splitbrain_hub.upsample import GuidedFilter
+    photo = torch.rand(2, 3, 60, 80, generator=torch.Generator().manual_seed(4))
+    bilinear, guided = (colorize(photo, model=model, upsample=u, amp='off') for u in ('bilinear', 'guided'))
+    custom = colorize(photo, model=model, upsample=GuidedFilter(), amp='off')
+    torch.testing.assert_close(custom, guided, atol=0, rtol=0)  # 'guided' is GuidedFilter's defaults
+    assert (bilinear - guided).abs().max() > 1e-3  # the upsampler is really used
+
+
+@pytest.mark.parametrize('upsample', ['nearest', None, 2])
+def test_bad_upsample(model, upsample):
+    with pytest.raises(InputError, match=r"upsample: expected one of \('guided', 'bilinear'\)"):
+        colorize(_photo(), model=model, upsample=upsample)
 
 
 def test_lower_temperature_is_more_saturated(model):

@@ -203,6 +203,16 @@ def test_colorize_is_the_library_result_at_full_resolution_with_alpha(server, mo
     assert np.array_equal(np.asarray(result)[..., 3], np.asarray(image)[..., 3])
 
 
+def test_colorize_upsample_field_reaches_colorize(server, model):
+    image = photo(120, 90)
+    for upsample in ('bilinear', 'guided'):
+        response = server.client.post('/v1/colorize', files={'image': ('a.png', encoded(image))},
+                                      data={'upsample': upsample})
+        assert response.status_code == 200, response.text
+        expected = splitbrain_hub.colorize(image, model=model, upsample=upsample)
+        assert np.abs(np.asarray(decoded(response), dtype=int) - np.asarray(expected, dtype=int)).max() <= 1
+
+
 def test_colorize_answers_jpeg_when_accept_prefers_it(server):
     response = server.client.post('/v1/colorize', files={'image': ('x.jpg', encoded(photo(), 'JPEG'))},
                                   headers={'Accept': 'image/png;q=0.5, image/jpeg'})
@@ -261,6 +271,8 @@ BAD_UPLOADS = {
     'huge temperature': ({'image': ('p.png', encoded(photo()))}, {'temperature': '1e300'}, {}, 422, 'invalid_request'),
     'nan temperature': ({'image': ('p.png', encoded(photo()))}, {'temperature': 'nan'}, {}, 422, 'invalid_request'),
     'negative size': ({'image': ('p.png', encoded(photo()))}, {'size': '-128'}, {}, 422, 'invalid_request'),
+    'unknown upsampling': ({'image': ('p.png', encoded(photo()))}, {'upsample': 'nearest'}, {}, 422,
+                           'invalid_request'),
     'too many bytes': ({'image': ('big.png', b'\x89PNG\r\n\x1a\n' + os.urandom(UPLOAD_LIMIT))}, {}, {}, 413,
                        'upload_too_large'),
     'unknown layer': ({'image': ('p.png', encoded(photo()))}, {}, {'layers': 'conv9'}, 422, 'invalid_request'),

@@ -5,13 +5,18 @@
 train-split features, top-1 accuracy on the val split. Features are cached under ``cache/probe_features/``
 (ignored by git), keyed by the weights' sha256, split, subset size, input size and layer.
 
-``colorization``: the metrics of Zhang et al., "Colorful Image Colorization" (ECCV 2016) on the val split:
-AuC of the per-pixel ab-error CDF over thresholds 0..150, its class-rebalanced variant, PSNR of the RGB
-result, and mean predicted vs ground-truth chroma; for models and the baselines "grey" and "mean ab".
+``colorization``: the metrics of Zhang et al., "Colorful Image Colorization" (ECCV 2016): AuC of the per-pixel
+ab-error CDF over thresholds 0..150, its class-rebalanced variant, PSNR of the RGB result, and mean predicted vs
+ground-truth chroma; for models and the baselines "grey" and "mean ab". ``--data`` is either the Tiny ImageNet
+shard folder (its 64x64 val split) or a folder of photos (e.g. Kodak), measured at their full resolution
+through the public ``splitbrain_hub.colorize`` (the network at its input size, ab upsampled to the photo by
+each ``--upsample`` option, joined to the photo's own L, 8-bit RGB out) exactly as a user gets them.
 
     python training/evaluate.py linear-probe --weights gaussian --out results/probe_gaussian.json
     python training/evaluate.py linear-probe --weights splitbrain_hub/weights/X.safetensors --name release
     python training/evaluate.py colorization --weights release=splitbrain_hub/weights/X.safetensors
+    python training/evaluate.py colorization --data ../shared/datasets/kodak --weights release=X.safetensors \
+        --upsample bilinear guided guided:radius=2,eps=1e-2 --out results/colorization_kodak.json
 
 A model is named by ``--weights``: a ``.safetensors`` file or a ``save_pretrained`` folder (its
 ``config.json`` is used when present, else the released ``splitbrain_alexnet`` recipe), or ``gaussian``:
@@ -41,9 +46,11 @@ import timm
 import splitbrain_hub  # noqa: F401  (registers the models in timm)
 from splitbrain_hub.color import lab_to_rgb, rgb_to_lab
 from splitbrain_hub.errors import InputError
+from splitbrain_hub.inference import DEFAULT_TEMPERATURE, colorize
 from splitbrain_hub.models.splitbrain_alexnet import PRETEXT_TARGETS, REGRESSION_SCALE
 from splitbrain_hub.precision import AMP_SETTINGS, autocast, autocast_dtype, precision_name
 from splitbrain_hub.quantize import AB_GRID_SIZE, ab_bin_centers, annealed_mean_from_logits, hard_encode, rebalance_weights
+from splitbrain_hub.upsample import UPSAMPLERS, Bilinear, GuidedFilter
 from splitbrain_hub.weights import WEIGHTS_NAME, atomic_write, load_pretrained, sha256_of
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,6 +71,8 @@ TEMPERATURES = (1.0, 0.38, 0.01)  # mean, annealed mean, (nearly) mode
 # evaluated val pixels, smoothed by rebalance_weights' Gaussian; lambda near 0 makes it a pure inverse prior.
 REBALANCE_SIGMA = 5.0
 REBALANCE_LAMBDA = 1e-3
+# Photos read from an image folder (full-resolution colorization); other files are ignored.
+IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -102,6 +111,15 @@ def to_input(images: torch.Tensor, input_size: int) -> torch.Tensor:
     if x.shape[-1] != input_size or x.shape[-2] != input_size:
         x = F.interpolate(x, size=(input_size, input_size), mode='bilinear', align_corners=False).clamp(0, 1)
     return x
+
+
+def read_folder(root: Path) -> List[Tuple[str, torch.Tensor]]:
+    """Every photo directly in ``root`` (by name): (file name, uint8 RGB (3, H, W)) at its own size."""
+    files = sorted(p for p in Path(root).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InputError(f'--data: expected image files ({", ".join(IMAGE_SUFFIXES)}) in {root}, got none')
+    return [(p.name, torch.from_numpy(np.asarray(Image.open(p).convert('RGB')).copy()).permute(2, 0, 1))
+            for p in files]
 
 
 # --- models ---------------------------------------------------------------------------------------
@@ -352,6 +370,15 @@ class ColorizationMetrics:
 
     def update(self, pred_ab: torch.Tensor, lab: torch.Tensor, rgb: torch.Tensor, weights: torch.Tensor) -> None:
         """One batch: predicted ab, ground-truth Lab and RGB, and the rebalancing weight of each pixel."""
+        pred_rgb = lab_to_rgb(torch.cat([lab[:, :1], pred_ab], dim=1), clip=True)
+        self._add(pred_ab, pred_rgb, lab, rgb, weights)
+
+    def update_rgb(self, pred_rgb: torch.Tensor, lab: torch.Tensor, rgb: torch.Tensor, weights: torch.Tensor) -> None:
+        """One batch whose prediction is an RGB image: its ab are what the viewer sees (after gamut clipping)."""
+        self._add(rgb_to_lab(pred_rgb)[:, 1:], pred_rgb, lab, rgb, weights)
+
+    def _add(self, pred_ab: torch.Tensor, pred_rgb: torch.Tensor, lab: torch.Tensor, rgb: torch.Tensor,
+             weights: torch.Tensor) -> None:
         true_ab = lab[:, 1:]
         weights = weights.double()
         pixels = true_ab.shape[0] * true_ab.shape[2] * true_ab.shape[3]
@@ -360,7 +387,6 @@ class ColorizationMetrics:
         s['weighted_area'] += ab_error_auc(pred_ab, true_ab, weights) * weights.sum().item()
         s['weight'] += weights.sum().item()
         s['pixels'] += pixels
-        pred_rgb = lab_to_rgb(torch.cat([lab[:, :1], pred_ab], dim=1), clip=True)
         s['psnr'] += psnr(pred_rgb, rgb).clamp(max=100).sum().item()
         s['images'] += len(rgb)
         s['chroma_pred'] += chroma(pred_ab).sum().item()
@@ -373,23 +399,34 @@ class ColorizationMetrics:
                     chroma_true=round(s['chroma_true'] / s['pixels'], 3))
 
 
+def train_mean_ab(root: Path, train_per_class: Optional[int]) -> torch.Tensor:
+    """Mean (a, b) over the pixels of the colour photos of the train split: the "mean ab" baseline, float64 (2,)."""
+    train_images, _ = read_split(root, 'train', train_per_class)
+    train_images = train_images[colour_mask(train_images)]
+    mean_ab = torch.zeros(2, dtype=torch.float64)
+    for start in range(0, len(train_images), 1000):
+        mean_ab += rgb_to_lab(train_images[start:start + 1000].double() / 255)[:, 1:].sum((0, 2, 3))
+    return mean_ab / (train_images.shape[0] * train_images.shape[2] * train_images.shape[3])
+
+
+def rebalancing(bins: torch.Tensor) -> torch.Tensor:
+    """Weight per ab bin: the inverse of the evaluated pixels' own smoothed prior (``bins``: their true bins)."""
+    centers = ab_bin_centers(dtype=torch.float64)
+    histogram = torch.bincount(bins.flatten(), minlength=len(centers)).double()
+    return rebalance_weights(histogram, centers, REBALANCE_SIGMA, REBALANCE_LAMBDA)
+
+
 def colorization(models: Sequence[LoadedModel], root: Path = DATASET, val_per_class: Optional[int] = None,
                  train_per_class: Optional[int] = 50, input_size: int = 128, batch_size: int = 100) -> List[Dict]:
     """Colorization metrics on the colour val photos for each model (all its temperatures) and both baselines."""
     images, _ = read_split(root, 'val', val_per_class)
     keep = colour_mask(images)
     images = images[keep]
-    train_images, _ = read_split(root, 'train', train_per_class)
-    train_images = train_images[colour_mask(train_images)]
+    mean_ab = train_mean_ab(root, train_per_class)
     centers = ab_bin_centers(dtype=torch.float64)
-    mean_ab = torch.zeros(2, dtype=torch.float64)
-    for start in range(0, len(train_images), 1000):
-        mean_ab += rgb_to_lab(train_images[start:start + 1000].double() / 255)[:, 1:].sum((0, 2, 3))
-    mean_ab /= train_images.shape[0] * train_images.shape[2] * train_images.shape[3]
     bins = torch.cat([nearest_ab_bins(rgb_to_lab(images[start:start + 1000].float() / 255)[:, 1:], centers.float())
                       for start in range(0, len(images), 1000)])
-    histogram = torch.bincount(bins.flatten(), minlength=len(centers)).double()
-    bin_weights = rebalance_weights(histogram, centers, REBALANCE_SIGMA, REBALANCE_LAMBDA)
+    bin_weights = rebalancing(bins)
 
     metrics: Dict[Tuple[str, Optional[float]], ColorizationMetrics] = {}
     predictors = {m.name: ab_predictor(m) for m in models}
@@ -412,6 +449,113 @@ def colorization(models: Sequence[LoadedModel], root: Path = DATASET, val_per_cl
                  greyscale_val_images_excluded=int((~keep).sum()), input_size=input_size,
                  mean_ab_train=[round(v, 3) for v in mean_ab.tolist()], **m.result())
             for (name, temperature), m in metrics.items()]
+
+
+def parse_upsample(spec: str) -> Tuple[str, object]:
+    """``bilinear``, ``guided`` or ``guided:radius=R,eps=E`` -> (a label for the tables, the upsampler)."""
+    name, _, params = spec.partition(':')
+    if name not in UPSAMPLERS or (params and name != 'guided'):
+        raise InputError(f'--upsample: expected one of {tuple(UPSAMPLERS)} or guided:radius=R,eps=E, got {spec!r}')
+    if name == 'bilinear':
+        return 'bilinear', Bilinear()
+    kwargs = {}
+    for item in filter(None, params.split(',')):
+        key, _, value = item.partition('=')
+        if key not in ('radius', 'eps') or not value:
+            raise InputError(f'--upsample: expected radius=R and/or eps=E after "guided:", got {item!r}')
+        try:
+            kwargs[key] = int(value) if key == 'radius' else float(value)
+        except ValueError:
+            raise InputError(f'--upsample: expected a number for {key}, got {value!r}') from None
+    upsampler = GuidedFilter(**kwargs)
+    return f'guided r={upsampler.radius} eps={upsampler.eps:g}', upsampler
+
+
+def _temperatures(loaded: LoadedModel) -> Tuple[Optional[float], ...]:
+    """The annealed-mean temperatures a model is measured at: all of ``TEMPERATURES`` for a classification
+    head, None (not used) for a regression head."""
+    targets = loaded.model.pretext_targets.values()
+    return TEMPERATURES if 'ab_cl' in targets else (None,)
+
+
+def _as_8bit(rgb: torch.Tensor) -> torch.Tensor:
+    """RGB in [0, 1] rounded to 8 bits and back, as colorize hands back a photo's result."""
+    return (rgb * 255).round().clamp(0, 255) / 255
+
+
+def full_resolution_colorization(models: Sequence[LoadedModel], folder: Path, upsamplers: Sequence[str],
+                                 train_root: Path = DATASET, train_per_class: Optional[int] = 50,
+                                 input_size: Optional[int] = None, amp: str = 'auto') -> List[Dict]:
+    """Colorization metrics on the colour photos of ``folder`` at their own resolution.
+
+    Each model row is ``splitbrain_hub.colorize`` at ``temperature`` with each upsampler (``parse_upsample``
+    specs), uint8 in and uint8 out; the baselines are the photo's L with ab = 0 (grey) or with the train set's
+    mean ab, also rounded to 8-bit RGB. Every row's ab are read back from its RGB result.
+    """
+    photos = read_folder(folder)
+    colour = [bool(colour_mask(image[None])) for _, image in photos]
+    photos = [photo for photo, keep in zip(photos, colour) if keep]
+    images = [image for _, image in photos]
+    labs = [rgb_to_lab(image[None].float() / 255) for image in images]
+    centers = ab_bin_centers(dtype=torch.float32)
+    bins = [nearest_ab_bins(lab[:, 1:], centers) for lab in labs]
+    bin_weights = rebalancing(torch.cat([b.flatten() for b in bins]))
+    mean_ab = train_mean_ab(train_root, train_per_class)
+    parsed = [parse_upsample(spec) for spec in upsamplers]
+
+    metrics: Dict[Tuple[str, Optional[float], Optional[str]], ColorizationMetrics] = {}
+
+    def measure(key, predictions: Sequence[torch.Tensor]) -> None:
+        m = metrics.setdefault(key, ColorizationMetrics())
+        for pred_rgb, image, lab, image_bins in zip(predictions, images, labs, bins):
+            m.update_rgb(pred_rgb, lab, image[None].float() / 255, bin_weights[image_bins])
+
+    with torch.inference_mode():
+        for name, ab in (('grey', torch.zeros(2)), ('mean_ab_train', mean_ab.float())):
+            measure((name, None, None), [_as_8bit(lab_to_rgb(torch.cat([lab[:, :1], ab.view(1, 2, 1, 1).expand_as(
+                lab[:, 1:])], dim=1), clip=True)) for lab in labs])
+    jobs = [(m, t, label, u) for m in models for t in _temperatures(m) for label, u in parsed]
+    for loaded, temperature, label, upsampler in tqdm(jobs, desc='colorization', unit='row'):
+        outputs = colorize(images, model=loaded.model, temperature=DEFAULT_TEMPERATURE if temperature is None else temperature, size=input_size,
+                           amp=amp, upsample=upsampler)
+        measure((loaded.name, temperature, label), [out[None].float() / 255 for out in outputs])
+
+    shas = {m.name: m.sha256 for m in models}
+    device = next(models[0].model.parameters()).device if models else torch.device('cpu')
+    network = models[0].model.pretrained_cfg['input_size'][-1] if models and input_size is None else input_size
+    sizes = sorted({f'{image.shape[2]}x{image.shape[1]}' for image in images})
+    return [dict(model=name, weights_sha256=shas.get(name), temperature=temperature, upsample=upsample,
+                 data=Path(folder).name, images=len(images), greyscale_images_excluded=colour.count(False),
+                 resolution=sizes, input_size=network, network_precision=precision_name(autocast_dtype(amp, device)),
+                 mean_ab_train=[round(v, 3) for v in mean_ab.tolist()], **m.result())
+            for (name, temperature, upsample), m in metrics.items()]
+
+
+def full_resolution_markdown(results: Sequence[Dict]) -> str:
+    """The full-resolution results as a Markdown table, one line per model, temperature and upsampler."""
+    first = results[0]
+    lines = [
+        f"# Colorization quality at full resolution: {first['data']}",
+        '',
+        f"{first['images']} colour photos ({first['greyscale_images_excluded']} greyscale left out), "
+        f"{', '.join(first['resolution'])} (width x height), each measured at its own resolution through "
+        f"`splitbrain_hub.colorize`: the network sees L at {first['input_size']}×{first['input_size']} "
+        f"({first['network_precision']}), its ab grid is upsampled to the photo (bilinear, or the guided filter "
+        'with the full-resolution L as guide: radius in ab-grid cells, eps in (L/100)²) and joined to the '
+        "photo's own L; the result is 8-bit RGB, and its ab are read back from it. Baselines: the photo's L with "
+        f"ab = 0 (grey) or the Tiny ImageNet train set's mean ab {first['mean_ab_train']}, also as 8-bit RGB. "
+        'AuC: area under the CDF of per-pixel ab error over 0–150 (1 = perfect); rebalanced: pixels weighted '
+        'by the inverse prior of their true ab bin (prior from these photos, grid 10). PSNR of the RGB result '
+        '(mean over photos); chroma = mean sqrt(a² + b²) over pixels.',
+        '',
+        '| Model | T | upsampling | AuC | AuC rebalanced | PSNR (dB) | chroma predicted | chroma true |',
+        '|---|---|---|---|---|---|---|---|',
+    ]
+    for r in results:
+        t = '–' if r['temperature'] is None else f"{r['temperature']:g}"
+        lines.append(f"| {r['model']} | {t} | {r['upsample'] or '–'} | {r['auc']:.4f} | {r['auc_rebalanced']:.4f} | "
+                     f"{r['psnr_db']:.2f} | {r['chroma_pred']:.2f} | {r['chroma_true']:.2f} |")
+    return '\n'.join(lines) + '\n'
 
 
 def colorization_markdown(results: Sequence[Dict]) -> str:
@@ -465,8 +609,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     common.add_argument('--weights', action='append', required=True,
                         help='[name=]path of a .safetensors file or save_pretrained folder, or "gaussian"; repeatable')
     common.add_argument('--seed', type=int, default=0, help='init seed of the "gaussian" model (default 0)')
-    common.add_argument('--data', type=Path, default=DATASET, help='the tiny-imagenet shard folder')
-    common.add_argument('--input-size', type=int, default=128, help='network input size (64x64 upsampled)')
+    common.add_argument('--data', type=Path, default=DATASET,
+                        help='the tiny-imagenet shard folder; for colorization also a folder of photos (full resolution)')
+    common.add_argument('--input-size', type=int,
+                        help="network input size (default 128 for the shards' 64x64 photos; a photo folder: the model's)")
     common.add_argument('--train-per-class', type=_per_class, default=50,
                         help='train images per class (default 50 = 10,000 images; "all" = 160 per class)')
     common.add_argument('--val-per-class', type=_per_class, default=None,
@@ -479,30 +625,46 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     probe.add_argument('--amp', choices=AMP_SETTINGS, default='auto',
                        help='precision of the feature extraction: auto = bf16 where the CPU/GPU has it natively')
     probe.add_argument('--cache', type=Path, default=CACHE, help=f'feature cache folder (default {CACHE})')
-    colorize = commands.add_parser('colorization', parents=[common], help='AuC, rebalanced AuC, PSNR, chroma on val')
-    colorize.set_defaults(val_per_class=10)  # 2,000 val photos: the fc layers make this the slow evaluation
+    colour = commands.add_parser('colorization', parents=[common],
+                                 help='AuC, rebalanced AuC, PSNR, chroma on the val shards or a photo folder')
+    colour.set_defaults(val_per_class=10)  # 2,000 val photos: the fc layers make this the slow evaluation
+    colour.add_argument('--upsample', nargs='+', default=['bilinear', 'guided'], metavar='SPEC',
+                        help='photo folder only: how ab reach full resolution, each measured: bilinear, guided '
+                             '(the default filter) or guided:radius=R,eps=E (default: bilinear guided)')
+    colour.add_argument('--train-data', type=Path, default=DATASET,
+                        help='photo folder only: the shard folder whose train split gives the "mean ab" baseline')
+    colour.add_argument('--amp', choices=AMP_SETTINGS, default='auto',
+                        help="photo folder only: the network's precision in colorize (default auto, colorize's own)")
     args = parser.parse_args(argv)
+    folder = args.command == 'colorization' and not any(Path(args.data).glob('val-*.tar'))
+    input_size = args.input_size or (None if folder else 128)
 
     models = [load_model(path, name, args.seed) for name, path in map(_named, args.weights)]
     start = time.perf_counter()
     if args.command == 'linear-probe':
         config = ProbeConfig(epochs=args.epochs, seed=args.probe_seed)
         results = [r for m in models for r in linear_probe(
-            m, args.data, args.train_per_class, args.val_per_class, args.input_size, args.layers, config, args.cache,
+            m, args.data, args.train_per_class, args.val_per_class, input_size, args.layers, config, args.cache,
             args.amp)]
         for r in results:
             print(f"{r['model']:>24} {r['layer']}  {r['feature_size']:>5}  top-1 {100 * r['top1']:.2f}%")
     else:
-        results = colorization(models, args.data, args.val_per_class, args.train_per_class, args.input_size)
+        if folder:
+            results = full_resolution_colorization(models, args.data, args.upsample, args.train_data,
+                                                   args.train_per_class, input_size, args.amp)
+        else:
+            results = colorization(models, args.data, args.val_per_class, args.train_per_class, input_size)
         for r in results:
             t = '-' if r['temperature'] is None else r['temperature']
-            print(f"{r['model']:>24} T={t:<5} AuC {r['auc']:.4f}  rebal {r['auc_rebalanced']:.4f}  "
+            upsample = f"  {r['upsample'] or '-':<24}" if folder else ''
+            print(f"{r['model']:>24} T={t:<5}{upsample} AuC {r['auc']:.4f}  rebal {r['auc_rebalanced']:.4f}  "
                   f"PSNR {r['psnr_db']:.2f} dB  chroma {r['chroma_pred']:.2f} / {r['chroma_true']:.2f}")
     print(f'wall time {time.perf_counter() - start:.0f} s', file=sys.stderr)
     if args.out:
         write_json(results, args.out)
         if args.command == 'colorization':
-            args.out.with_suffix('.md').write_text(colorization_markdown(results))
+            markdown = full_resolution_markdown if folder else colorization_markdown
+            args.out.with_suffix('.md').write_text(markdown(results))
     return 0
 
 

@@ -16,7 +16,7 @@ import signal
 import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Literal, Optional
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -30,6 +30,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .. import __version__
 from ..errors import SplitBrainError
 from ..inference import DEFAULT_TEMPERATURE, FEATURE_LAYERS, SIZE_RANGE, TEMPERATURE_RANGE
+from ..upsample import DEFAULT_UPSAMPLE, UPSAMPLERS
 from .batcher import MicroBatcher, QueueFull
 from .config import CONFIG_ENV, ServeConfig
 from .engine import Engine, batch_key
@@ -273,13 +274,17 @@ def create_app(config: ServeConfig) -> FastAPI:
         return Form(None, ge=size_low, le=size_high,
                     description="network input side in pixels (default: the model's own)")
 
+    upsample_field = Form(DEFAULT_UPSAMPLE, description='how the coarse colour grid reaches full resolution: guided '
+                                                        "follows the edges of the photo's lightness, bilinear blurs "
+                                                        'colour across them')
     predict_responses = {**_IMAGE_RESPONSE, **responses(*_PREDICT_ERRORS)}
 
     @app.post('/v1/colorize', response_class=Response, responses=predict_responses, tags=['model'])
     async def colorize_route(request: Request, image: UploadFile = image_field,
-                             temperature: float = temperature_field(), size: Optional[int] = size_field()):
+                             temperature: float = temperature_field(), size: Optional[int] = size_field(),
+                             upsample: Literal[tuple(UPSAMPLERS)] = upsample_field):
         """Colorize a photo from its lightness alone, at its full resolution (alpha kept in PNG)."""
-        result = await predict(image, batch_key('colorize', temperature=temperature, size=size))
+        result = await predict(image, batch_key('colorize', temperature=temperature, size=size, upsample=upsample))
         return await image_answer(request, result)
 
     @app.post('/v1/lightness', response_class=Response, responses=predict_responses, tags=['model'])
