@@ -253,7 +253,8 @@ def _positive_int(text: str) -> int:
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--weights', metavar='PATH',
                         help='a save_pretrained folder or .safetensors file (default: the pretrained model)')
-    parser.add_argument('--device', help='cpu, cuda, cuda:N or mps (default: cuda, then mps, then cpu)')
+    parser.add_argument('--device', help='cpu, cuda, cuda:N or mps (default: cuda, then mps, then cpu); '
+                                         'under torchrun cuda means each process\'s GPU LOCAL_RANK')
 
 
 def _non_negative_int(text: str) -> int:
