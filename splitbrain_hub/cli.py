@@ -4,34 +4,40 @@ Subcommands are the rows of ``COMMANDS``: a new one is one entry (a help line, a
 arguments, a function running it and returning the exit status).
 
 The image commands (colorize, lightness, features) share one resumable batch runner: inputs are files,
-folders (``--recursive`` for subfolders) and glob patterns; an input whose outputs all exist is skipped
-unless ``--overwrite``; each output is written to a temporary file and renamed into place, so a killed
-run never leaves half a file and a rerun does the rest. A file that cannot be read is reported (path
-and reason) and skipped. Exit status: 0 all done, 1 some inputs failed, 2 bad usage or no model.
+folders (``--recursive`` for subfolders), glob patterns, list files (``--from-file``) and WebDataset tar
+shards (``--shards``), see ``jobs.py``; DataLoader workers decode the next batches while the network
+runs (``loader.py``). An input whose outputs all exist is skipped unless ``--overwrite``; each output
+is written to a temporary file and renamed into place, so a killed run never leaves half a file and a
+rerun does the rest. A file that cannot be read is reported (path and reason) and skipped. Exit
+status: 0 all done, 1 some inputs failed, 2 bad usage or no model.
+
+Started by ``torchrun``, the same command is one job over several processes (``distributed.py``): each
+takes its share of the inputs and its own GPU, and rank 0 prints the summary of all of them; every
+process returns exit status 1 if any of them had failures.
 """
 import argparse
-import glob
+import json
 import sys
+import time
 import warnings
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 from PIL import Image
 
-from . import __version__
-from .errors import SplitBrainError
-from .images import read_image
+from . import __version__, distributed, jobs, loader
+from .errors import InputError, SplitBrainError
 from .inference import (DEFAULT_MODEL, DEFAULT_TEMPERATURE, FEATURE_LAYERS, colorize, extract_features, load_model,
                         predict_lightness, resolve_device)
+from .precision import AMP_SETTINGS
 from .serve import command as serve_command  # argparse only; the web stack is imported when serve runs
 from .upsample import DEFAULT_UPSAMPLE, UPSAMPLERS
 from .weights import WEIGHTS_NAME, atomic_write, resolve_pretrained_cfg_file, sha256_of
 
-# What a folder contributes: files with these suffixes (files named explicitly are always tried).
-IMAGE_SUFFIXES = frozenset({'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.pnm'})
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
 
 # What ``splitbrain-hub --help`` tells a user (the module docstring above is for developers).
@@ -49,60 +55,7 @@ class Command:
     run: Callable[[argparse.Namespace], int]
 
 
-@dataclass(frozen=True)
-class Job:
-    """One input file and the output files it produces (all must exist for it to count as done)."""
-    source: Path
-    outputs: Tuple[Path, ...]
-
-
-# --- inputs and outputs ---------------------------------------------------------------------------
-
-def _expand_inputs(inputs: Sequence[str], recursive: bool) -> Tuple[List[Tuple[Path, Path]], List[str]]:
-    """Inputs -> (file, its output path relative to the output folder) and the inputs that matched nothing.
-
-    Files in a folder keep their path relative to it (so same-named files in subfolders do not clash);
-    files named directly or by a glob keep their name.
-    """
-    found: List[Tuple[Path, Path]] = []
-    missing: List[str] = []
-    for text in inputs:
-        path = Path(text)
-        if path.is_dir():
-            files = path.rglob('*') if recursive else path.iterdir()
-            found += sorted((f, f.relative_to(path)) for f in files if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.exists() or not glob.has_magic(text):
-            found.append((path, Path(path.name)))
-        else:
-            matches = sorted(Path(m) for m in glob.glob(text, recursive=recursive) if Path(m).is_file())
-            found += [(m, Path(m.name)) for m in matches]
-            if not matches:
-                missing.append(text)
-    return found, missing
-
-
-def _jobs(args: argparse.Namespace, suffixes: Sequence[str]) -> Tuple[List[Job], List[str]]:
-    found, missing = _expand_inputs(args.inputs, args.recursive)
-    jobs, owner = [], {}
-    for source, relative in found:
-        outputs = tuple(args.output_dir / relative.with_suffix(suffix) for suffix in suffixes)
-        if outputs[0] in owner:
-            if owner[outputs[0]] == source:
-                continue  # the same file named twice
-            raise SplitBrainError(f'{source} and {owner[outputs[0]]}: both would be written to {outputs[0]}; '
-                                  'give them separately or rename one')
-        owner[outputs[0]] = source
-        jobs.append(Job(source, outputs))
-    return jobs, missing
-
-
-def _remove_stale_temporaries(jobs: Sequence[Job]) -> None:
-    """Temporary files a killed run left next to its outputs (``weights.atomic_write`` names them)."""
-    for job in jobs:
-        for output in job.outputs:
-            for stale in output.parent.glob(f'.{glob.escape(output.name)}.*.tmp'):
-                stale.unlink(missing_ok=True)
-
+# --- writing outputs ------------------------------------------------------------------------------
 
 def _write(path: Path, write: Callable[[str], None]) -> None:
     """``write(tmp)`` to a temporary file renamed over ``path`` (see ``weights.atomic_write``)."""
@@ -121,81 +74,156 @@ def _save_npy(array: np.ndarray, path: Path) -> None:
     _write(path, write)
 
 
-def _save_safetensors(tensors: Dict[str, torch.Tensor], path: Path) -> None:
+def _save_safetensors(tensors: Dict[str, torch.Tensor], path: Path, metadata: Optional[Dict[str, str]] = None) -> None:
     from safetensors.torch import save_file
-    _write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, tmp))
+    _write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata))
+
+
+class _ShardRows:
+    """Features of the images of one shard, gathered batch by batch, written as one file when the shard ends.
+
+    safetensors: one (N, C, h, w) tensor per layer, the N image keys in the metadata (``keys``, a JSON
+    list, row order). npy: one structured array of N rows with fields ``key`` and one per layer.
+    """
+
+    def __init__(self, layers: Sequence[str], file_format: str) -> None:
+        self.layers, self.format = list(layers), file_format
+        self.keys: Dict[Path, List[str]] = defaultdict(list)
+        self.rows: Dict[Path, Dict[str, List[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
+
+    def add(self, output: Path, keys: List[str], features: Dict[str, torch.Tensor]) -> None:
+        self.keys[output] += keys
+        for layer in self.layers:
+            self.rows[output][layer].append(features[layer].cpu())
+
+    def write(self, output: Path) -> None:
+        keys, rows = self.keys.pop(output, []), self.rows.pop(output, {})
+        if not keys:
+            return  # no image of the shard could be read: its failures are reported, there is nothing to write
+        stacked = {layer: torch.cat(rows[layer]).contiguous() for layer in self.layers}
+        if self.format == 'safetensors':
+            _save_safetensors(stacked, output, metadata={'keys': json.dumps(keys)})
+            return
+        fields = [('key', f'U{max(1, max(map(len, keys)))}')]
+        fields += [(layer, '<f4', tuple(stacked[layer].shape[1:])) for layer in self.layers]
+        table = np.empty(len(keys), dtype=fields)
+        table['key'] = keys
+        for layer in self.layers:
+            table[layer] = stacked[layer].numpy()
+        _save_npy(table, output)
 
 
 # --- the batch runner -----------------------------------------------------------------------------
 
-Process = Callable[[List[Image.Image], List[Job]], None]
+Process = Callable[[loader.Decoded], None]
 
 
-def _run_batches(args: argparse.Namespace, name: str, suffixes: Sequence[str], process: Process) -> int:
-    """Run ``process(images, jobs)`` over batches of readable inputs; print failures and the summary."""
+def _rank_and_device(args: argparse.Namespace):
+    """This process's rank (torchrun's, or the only one) and its device (GPU ``LOCAL_RANK`` under torchrun)."""
+    if not (args.inputs or args.from_file or args.shards):
+        raise InputError('inputs: expected image files, folders or patterns, --from-file or --shards, got none')
+    rank = distributed.from_environment()
+    return rank, distributed.local_device(resolve_device(args.device), rank)
+
+
+def _run_batches(args: argparse.Namespace, name: str, layout: jobs.Layout, process: Process, rank: distributed.Rank,
+                 device: torch.device, shard_rows: Optional[_ShardRows] = None) -> int:
+    """Run ``process`` over this rank's batches, decoded ahead; print failures; rank 0 prints the summary."""
     from tqdm import tqdm
-    args.output_dir.mkdir(parents=True, exist_ok=True)
-    jobs, missing = _jobs(args, suffixes)
-    _remove_stale_temporaries(jobs)
-    pending = [job for job in jobs if args.overwrite or not all(p.exists() for p in job.outputs)]
-    skipped, done = len(jobs) - len(pending), 0
-    failures = [(text, 'no such file, folder or matching file') for text in missing]
-    with tqdm(total=len(pending), unit='img', desc=name, disable=None, file=sys.stderr) as bar:
-        for failure in failures:
-            bar.write(f'failed: {failure[0]}: {failure[1]}', file=sys.stderr)
-        for start in range(0, len(pending), args.batch_size):
-            readable, images = [], []
-            for job in pending[start:start + args.batch_size]:
-                try:
-                    images.append(read_image(job.source))
-                    readable.append(job)
-                except SplitBrainError as e:
-                    failures.append((str(job.source), str(e)))
-                    bar.write(f'failed: {e}', file=sys.stderr)
-                    bar.update(1)
-            if images:
-                try:
-                    process(images, readable)
-                    done += len(readable)
-                except SplitBrainError as e:  # e.g. a model that cannot take these images
-                    failures += [(str(job.source), str(e)) for job in readable]
-                    bar.write(f'failed: {", ".join(str(job.source) for job in readable)}: {e}', file=sys.stderr)
-                bar.update(len(readable))
-    print(f'{name}: {done} done, {skipped} skipped (outputs exist), {len(failures)} failed; outputs in {args.output_dir}')
-    return EXIT_FAILED_INPUTS if failures else EXIT_OK
+    start = time.perf_counter()
+    with distributed.process_group(rank, device):
+        args.output_dir.mkdir(parents=True, exist_ok=True)
+        parts, missing = jobs.plan(args.inputs, args.from_file, args.shards, args.recursive, layout, args.batch_size)
+        batches, skipped, failures = jobs.batches_to_run(distributed.share(parts, rank), layout, args.batch_size,
+                                                         args.overwrite)
+        failures = (missing if rank.rank == 0 else []) + failures  # every rank finds the same missing inputs
+        done, waiting = 0, 0.0
+        workers = loader.default_workers(rank.local_world_size) if args.workers is None else args.workers
+        decoded_batches = iter(loader.decoded_batches(batches, workers, pin_memory=device.type == 'cuda'))
+        desc = name if rank.world_size == 1 else f'{name} ({rank})'
+        with tqdm(total=sum(len(b.jobs) for b in batches), unit='img', desc=desc, file=sys.stderr,
+                  disable=None if rank.rank == 0 else True) as bar:
+            for _, message in failures:
+                bar.write(f'failed: {message}', file=sys.stderr)
+            while True:
+                before = time.perf_counter()
+                decoded = next(decoded_batches, None)
+                waiting += time.perf_counter() - before  # the network idles while it waits for images
+                if decoded is None:
+                    break
+                for job, message in decoded.failures:
+                    failures.append((job.name, message))
+                    bar.write(f'failed: {message}', file=sys.stderr)
+                if decoded.images:
+                    try:
+                        process(decoded)
+                        done += len(decoded.jobs)
+                    except SplitBrainError as e:  # e.g. a model that cannot take these images
+                        failures += [(job.name, f'{job.name}: {e}') for job in decoded.jobs]
+                        bar.write(f'failed: {", ".join(job.name for job in decoded.jobs)}: {e}', file=sys.stderr)
+                if shard_rows is not None and decoded.batch.last:
+                    shard_rows.write(decoded.batch.shard_output)
+                bar.update(len(decoded.batch.jobs))
+        mine = [done, skipped, len(failures), waiting, time.perf_counter() - start]
+        ranks = distributed.every_rank(mine, rank, device)
+    done, skipped, failed, waiting, seconds = (sum(column) for column in zip(*ranks))
+    if rank.rank == 0:
+        wall = max(row[4] for row in ranks)  # the job ends with its slowest rank
+        unit = 'shards skipped (outputs exist)' if layout.shard_suffix else 'skipped (outputs exist)'
+        processes = '' if rank.world_size == 1 else f' by {rank.world_size} processes'
+        speed = (f' in {wall:.1f} s ({done / wall:.1f} img/s, {100 * waiting / seconds:.0f} % of the time waiting '
+                 'for images)') if done else ''
+        print(f'{name}: {done:.0f} done, {skipped:.0f} {unit}, {failed:.0f} failed{processes}{speed}; '
+              f'outputs in {args.output_dir}')
+    return EXIT_FAILED_INPUTS if failed else EXIT_OK
+
+
+def _amp(args: argparse.Namespace) -> dict:
+    """``amp=`` for the inference call when --amp was given (otherwise each function's own default)."""
+    return {} if args.amp is None else {'amp': args.amp}
 
 
 def _image_command(predict: Callable) -> Callable[[argparse.Namespace], int]:
     """colorize / lightness: each input -> one PNG (alpha kept)."""
     def run(args: argparse.Namespace) -> int:
-        model = load_model(args.weights, args.device)
+        rank, device = _rank_and_device(args)
+        model = load_model(args.weights, device)
         # Only colorize has --upsample (predict_lightness always interpolates bilinearly).
-        extra = {'upsample': args.upsample} if 'upsample' in args else {}
+        extra = dict(_amp(args), **({'upsample': args.upsample} if 'upsample' in args else {}))
 
-        def process(images: List[Image.Image], jobs: List[Job]) -> None:
-            results = predict(images, temperature=args.temperature, model=model, size=args.size, **extra)
-            for result, job in zip(results, jobs):
+        def process(decoded: loader.Decoded) -> None:
+            results = predict(decoded.images, temperature=args.temperature, model=model, size=args.size, **extra)
+            for result, job in zip(results, decoded.jobs):
                 _save_image(result, job.outputs[0])
-        return _run_batches(args, args.command, ['.png'], process)
+        return _run_batches(args, args.command, jobs.Layout(args.output_dir, ('.png',)), process, rank, device)
     return run
 
 
 def _run_features(args: argparse.Namespace) -> int:
-    model = load_model(args.weights, args.device)
+    if args.per_shard and (args.inputs or args.from_file or not args.shards):
+        raise InputError(f'--per-shard: expected --shards as the only inputs (one output file per shard), got '
+                         f'{len(args.inputs)} other inputs, {len(args.from_file)} list files, {len(args.shards)} --shards')
+    rank, device = _rank_and_device(args)
+    model = load_model(args.weights, device)
     layers = list(args.layers)
-    suffixes = ['.safetensors'] if args.format == 'safetensors' else [f'.{layer}.npy' for layer in layers]
+    suffixes = ('.safetensors',) if args.format == 'safetensors' else tuple(f'.{layer}.npy' for layer in layers)
+    layout = jobs.Layout(args.output_dir, suffixes, f'.{args.format}' if args.per_shard else None)
+    shard_rows = _ShardRows(layers, args.format) if args.per_shard else None
 
-    def process(images: List[Image.Image], jobs: List[Job]) -> None:
-        features = extract_features(images, layers, pool=args.pool, size=args.size, model=model,
-                                    batch_size=args.batch_size)
-        for i, job in enumerate(jobs):
+    def process(decoded: loader.Decoded) -> None:
+        features = extract_features(decoded.images, layers, pool=args.pool, size=args.size, model=model,
+                                    batch_size=args.batch_size, **_amp(args))
+        if shard_rows is not None:
+            shard_rows.add(decoded.batch.shard_output, [job.member.key for job in decoded.jobs], features)
+            return
+        for i, job in enumerate(decoded.jobs):
             per_image = {layer: features[layer][i].cpu() for layer in layers}
             if args.format == 'safetensors':
                 _save_safetensors(per_image, job.outputs[0])
             else:
                 for layer, output in zip(layers, job.outputs):
                     _save_npy(per_image[layer].numpy(), output)
-    return _run_batches(args, 'features', suffixes, process)
+    return _run_batches(args, 'features', layout, process, rank, device, shard_rows)
 
 
 def _run_info(args: argparse.Namespace) -> int:
@@ -235,13 +263,29 @@ def _positive_int(text: str) -> int:
 def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--weights', metavar='PATH',
                         help='a save_pretrained folder or .safetensors file (default: the pretrained model)')
-    parser.add_argument('--device', help='cpu, cuda, cuda:N or mps (default: cuda, then mps, then cpu)')
+    parser.add_argument('--device', help='cpu, cuda, cuda:N or mps (default: cuda, then mps, then cpu); '
+                                         'under torchrun cuda means each process\'s GPU LOCAL_RANK')
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f'expected an integer >= 0, got {text}')
+    return value
 
 
 def _batch_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('inputs', nargs='+', metavar='IN', help='image files, folders or glob patterns')
+    parser.add_argument('inputs', nargs='*', metavar='IN', help='image files, folders or glob patterns')
     parser.add_argument('-o', '--output-dir', type=Path, required=True, metavar='OUTDIR')
     parser.add_argument('-r', '--recursive', action='store_true', help='include subfolders of folder inputs')
+    parser.add_argument('--from-file', type=Path, action='append', default=[], metavar='LIST',
+                        help='a text file of image paths, one a line; outputs mirror the listed paths (repeatable)')
+    parser.add_argument('--shards', action='append', default=[], metavar='PATTERN',
+                        help="WebDataset tar shards, e.g. 'train-{000000..000146}.tar' (braces and globs; repeatable); "
+                             'outputs go to OUTDIR/<shard name>/<key>')
+    parser.add_argument('--workers', type=_non_negative_int, metavar='N',
+                        help='processes decoding images ahead of the model, per process of the job '
+                             '(default: the cores shared among the processes on this machine, at most 8; 0: none)')
     parser.add_argument('--batch-size', type=_positive_int, default=8, help='images per forward pass (default 8)')
     parser.add_argument('--size', type=_positive_int, help='network input side (default: the model\'s)')
     parser.add_argument('--overwrite', action='store_true', help='redo inputs whose outputs exist (default: skip)')
@@ -254,6 +298,13 @@ def _prediction_arguments(parser: argparse.ArgumentParser) -> None:
     _batch_arguments(parser)
     parser.add_argument('--temperature', type=float, default=DEFAULT_TEMPERATURE,
                         help=f'annealed-mean temperature (default {DEFAULT_TEMPERATURE}; lower is more vivid)')
+    _amp_argument(parser, "colorize: auto, bf16 where native; lightness: off")
+
+
+def _amp_argument(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument('--amp', choices=AMP_SETTINGS,
+                        help=f'precision of the network: auto (bf16 where the CPU or GPU runs it natively), '
+                             f'bf16 or off (fp32) (default: {default})')
 
 
 def _colorize_arguments(parser: argparse.ArgumentParser) -> None:
@@ -269,6 +320,10 @@ def _feature_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--pool', type=_positive_int, help='resize each map to POOL x POOL (default: keep)')
     parser.add_argument('--format', choices=('safetensors', 'npy'), default='safetensors',
                         help='one .safetensors per image (all layers) or one .npy per image and layer')
+    parser.add_argument('--per-shard', action='store_true',
+                        help='with --shards: one file per shard (OUTDIR/<shard name>.safetensors or .npy), '
+                             'the image keys inside, instead of one per image')
+    _amp_argument(parser, 'off, fp32')
 
 
 def _convert_caffe_arguments(parser: argparse.ArgumentParser) -> None:

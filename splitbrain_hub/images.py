@@ -9,6 +9,7 @@ before a pixel reaches the network. Files are decoded defensively: Pillow's deco
 (``PIL.Image.MAX_IMAGE_PIXELS``) is enforced, not just warned about, and every decoder failure
 (truncated, corrupt, not an image) becomes an ``InputError``.
 """
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import InputError
 
-__all__ = ['ImageBatch', 'MIN_SIDE', 'SAMPLE_PHOTO', 'read_image', 'load_batch', 'load_batches', 'to_output']
+__all__ = ['ImageBatch', 'MIN_SIDE', 'SAMPLE_PHOTO', 'read_image', 'decode_image', 'load_batch', 'load_batches', 'to_output']
 
 ImageInput = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
 
@@ -86,31 +87,42 @@ def read_image(path: Union[str, Path]) -> Image.Image:
         raise InputError(f'{path}: expected an image file, got a directory')
     if path.stat().st_size == 0:
         raise InputError(f'{path}: expected an image file, got an empty (0-byte) file')
+    return _decode(path, str(path))
+
+
+def decode_image(data: bytes, name: str) -> Image.Image:
+    """``read_image`` for an image's bytes (e.g. a member of a tar shard); ``name`` is how errors name it."""
+    if not data:
+        raise InputError(f'{name}: expected an image file, got an empty (0-byte) file')
+    return _decode(io.BytesIO(data), name)
+
+
+def _decode(source: Union[Path, io.BytesIO], name: str) -> Image.Image:
     try:
-        image = Image.open(path)
+        image = Image.open(source)
     except Image.DecompressionBombError as e:
-        raise InputError(f'{path}: refused as a possible decompression bomb ({e}); {_how_to_raise_limit()}') from e
+        raise InputError(f'{name}: refused as a possible decompression bomb ({e}); {_how_to_raise_limit()}') from e
     except UnidentifiedImageError as e:
-        raise InputError(f'{path}: expected an image file Pillow can read (JPEG, PNG, ...), '
+        raise InputError(f'{name}: expected an image file Pillow can read (JPEG, PNG, ...), '
                          'got data it cannot identify') from e
     except PermissionError as e:
-        raise InputError(f'{path}: expected a readable file, got permission denied') from e
+        raise InputError(f'{name}: expected a readable file, got permission denied') from e
     except OSError as e:  # e.g. a header cut short
-        raise InputError(f'{path}: truncated or corrupt image data ({type(e).__name__}: {e})') from e
+        raise InputError(f'{name}: truncated or corrupt image data ({type(e).__name__}: {e})') from e
     with image:
         width, height = image.size
-        _check_side(str(path), width, height)
+        _check_side(name, width, height)
         limit = Image.MAX_IMAGE_PIXELS
         if limit is not None and width * height > limit:
             raise InputError(
-                f'{path}: image is {width}x{height} = {width * height:,} pixels, more than the '
+                f'{name}: image is {width}x{height} = {width * height:,} pixels, more than the '
                 f'decompression-bomb limit of {limit:,} pixels; {_how_to_raise_limit()}')
         try:
             image.load()
             # transpose() makes a new, fully decoded image, so closing the file above is safe.
             return ImageOps.exif_transpose(image)
         except Exception as e:  # Pillow's decoders raise many types (OSError, ValueError, SyntaxError...)
-            raise InputError(f'{path}: truncated or corrupt image data ({type(e).__name__}: {e})') from e
+            raise InputError(f'{name}: truncated or corrupt image data ({type(e).__name__}: {e})') from e
 
 
 def _how_to_raise_limit() -> str:
@@ -213,7 +225,12 @@ def _split_alpha(pixels: torch.Tensor, name: str, kind: str) -> ImageBatch:
 # --- any input ------------------------------------------------------------------------------------
 
 def load_batch(image: Any, name: str = 'image') -> ImageBatch:
-    """Validate one input of any supported kind (see module doc) and return its pixels as a batch."""
+    """Validate one input of any supported kind (see module doc) and return its pixels as a batch.
+
+    An ``ImageBatch`` (what this function returned earlier, e.g. in a DataLoader worker) is taken as it is.
+    """
+    if isinstance(image, ImageBatch):
+        return image
     if isinstance(image, (str, Path)):
         return _array_to_batch(_pil_to_array(read_image(image), str(image)), str(image), 'pil')
     if isinstance(image, Image.Image):

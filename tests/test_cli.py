@@ -4,10 +4,12 @@ A randomly initialised checkpoint (saved with save_pretrained, at the network's 
 the runs short) stands in for the release: these tests check files, messages and exit codes.
 """
 import io
+import json
 import os
 import signal
 import subprocess
 import sys
+import tarfile
 import time
 
 import numpy as np
@@ -15,6 +17,7 @@ import pytest
 import timm
 import torch
 from PIL import Image
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 import splitbrain_hub
@@ -208,3 +211,79 @@ def test_killed_run_leaves_no_partial_file_and_a_rerun_finishes(weights, tmp_pat
     assert status == 0, err
     assert f'colorize: {count - len(written)} done, {len(written)} skipped (outputs exist), 0 failed' in out
     assert sorted(p.name for p in out_dir.iterdir()) == [f'{i:02d}.png' for i in range(count)]  # no temporaries
+
+
+def _shard(path, members):
+    with tarfile.open(path, 'w') as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def _png_bytes(size, seed):
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(buffer, 'PNG')
+    return buffer.getvalue()
+
+
+def test_list_file_outputs_mirror_the_listed_paths(weights, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for folder in ('2019', '2020'):
+        (tmp_path / 'archive' / folder).mkdir(parents=True)
+        _photo(tmp_path / 'archive' / folder / 'IMG_0001.jpg')
+    (tmp_path / 'list.txt').write_text('# the archive\narchive/2019/IMG_0001.jpg\narchive/2020/IMG_0001.jpg\n'
+                                       'archive/2021/IMG_0001.jpg\n')
+    status, out, err = _run(capsys, 'colorize', '--from-file', 'list.txt', '-o', 'out', '--weights', weights)
+    assert status == 1 and 'colorize: 2 done, 0 skipped (outputs exist), 1 failed' in out
+    assert 'archive/2021/IMG_0001.jpg: expected an image file, but no such file exists' in err
+    assert sorted(p.relative_to(tmp_path / 'out').as_posix() for p in (tmp_path / 'out').rglob('*.png')) == [
+        'archive/2019/IMG_0001.png', 'archive/2020/IMG_0001.png']
+
+
+def test_shards_per_image_and_per_shard(weights, tmp_path, capsys):
+    for s in range(2):
+        _shard(tmp_path / f'train-{s}.tar', {f'n{s}/k{i}.png': _png_bytes((32 + i, 30), 10 * s + i) for i in range(3)}
+               | {'bad.jpg': b'not a photo', 'k0.cls': b'1'})
+    shards = str(tmp_path / 'train-{0..2}.tar')  # train-2.tar does not exist
+    status, out, err = _run(capsys, 'colorize', '--shards', shards, '-o', tmp_path / 'png', '--weights', weights)
+    assert status == 1 and 'colorize: 6 done, 0 skipped (outputs exist), 3 failed' in out
+    assert f'{tmp_path / "train-0.tar"}:bad.jpg: expected an image file Pillow can read' in err
+    assert f'{tmp_path / "train-2.tar"}: expected a tar shard, but no such file exists' in err
+    assert sorted(p.relative_to(tmp_path / 'png').as_posix() for p in (tmp_path / 'png').rglob('*.png')) == [
+        f'train-{s}/n{s}/k{i}.png' for s in range(2) for i in range(3)]
+    assert Image.open(tmp_path / 'png' / 'train-1' / 'n1' / 'k2.png').size == (34, 30)
+
+    # One file per shard, the keys inside; the same rows as the per-image files, decoded in the main process.
+    args = ['features', '--shards', shards, '--layers', 'conv1', 'conv5', '--weights', weights]
+    status, out, _ = _run(capsys, *args, '--per-shard', '-o', tmp_path / 'st')
+    assert status == 1 and 'features: 6 done, 0 shards skipped (outputs exist), 3 failed' in out
+    status, _, _ = _run(capsys, *args, '-o', tmp_path / 'per-image', '--workers', 0)
+    with safe_open(str(tmp_path / 'st' / 'train-1.safetensors'), 'pt') as f:
+        assert json.loads(f.metadata()['keys']) == ['n1/k0', 'n1/k1', 'n1/k2']
+        conv5 = f.get_tensor('conv5')
+    assert conv5.shape == (3, 256, 4, 4)  # the 96 px network's conv5 grid
+    torch.testing.assert_close(conv5[2], load_file(str(tmp_path / 'per-image' / 'train-1' / 'n1' / 'k2.safetensors'))['conv5'],
+                               rtol=0, atol=0)
+    status, out, _ = _run(capsys, *args, '--per-shard', '-o', tmp_path / 'st')  # a rerun opens only the missing shard
+    assert status == 1 and 'features: 0 done, 2 shards skipped (outputs exist), 1 failed' in out
+
+
+def test_input_usage_errors_exit_two(weights, tmp_path, capsys):
+    status, _, err = _run(capsys, 'colorize', '-o', tmp_path, '--weights', weights)
+    assert status == 2 and 'expected image files, folders or patterns, --from-file or --shards, got none' in err
+    _photo(tmp_path / 'a.png')
+    status, _, err = _run(capsys, 'features', tmp_path / 'a.png', '-o', tmp_path, '--per-shard', '--weights', weights)
+    assert status == 2 and '--per-shard: expected --shards as the only inputs' in err
+
+
+def test_amp_option_reaches_the_network(folder, weights, tmp_path, capsys):
+    model = splitbrain_hub.load_pretrained(weights).eval()
+    for amp in ('off', 'bf16'):
+        status, _, _ = _run(capsys, 'colorize', folder / 'a.jpg', '-o', tmp_path / amp, '--weights', weights, '--amp', amp)
+        expected = splitbrain_hub.colorize(folder / 'a.jpg', model=model, amp=amp)
+        assert status == 0
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / amp / 'a.png')), np.asarray(expected))
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / 'off' / 'a.png')),
+                              np.asarray(Image.open(tmp_path / 'bf16' / 'a.png'))), 'bf16 and fp32 should differ somewhere'

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from splitbrain_hub.errors import InputError
-from splitbrain_hub.images import load_batch, load_batches, read_image, to_output
+from splitbrain_hub.images import decode_image, load_batch, load_batches, read_image, to_output
 
 
 def _photo(height=24, width=32, seed=0):
@@ -59,6 +59,25 @@ def test_truncated_jpeg(tmp_path):
     (tmp_path / 'cut.jpg').write_bytes(buffer.getvalue()[:len(buffer.getvalue()) // 2])
     with pytest.raises(InputError, match=r'cut\.jpg: truncated or corrupt image data \(OSError: image file is truncated'):
         load_batch(tmp_path / 'cut.jpg')
+
+
+def test_bytes_decode_like_the_file_and_errors_name_the_source(tmp_path):
+    buffer = io.BytesIO()
+    Image.fromarray(_photo()).save(buffer, 'PNG')
+    (tmp_path / 'a.png').write_bytes(buffer.getvalue())
+    from_bytes, from_file = decode_image(buffer.getvalue(), 'shard.tar:a.png'), read_image(tmp_path / 'a.png')
+    np.testing.assert_array_equal(np.asarray(from_bytes), np.asarray(from_file))
+    with pytest.raises(InputError, match=r'^shard\.tar:b\.jpg: expected an image file Pillow can read'):
+        decode_image(b'not a photo', 'shard.tar:b.jpg')
+    with pytest.raises(InputError, match=r'^shard\.tar:c\.jpg: truncated or corrupt image data'):
+        decode_image(buffer.getvalue()[:100], 'shard.tar:c.jpg')
+    with pytest.raises(InputError, match=r'^shard\.tar:d\.jpg: expected an image file, got an empty'):
+        decode_image(b'', 'shard.tar:d.jpg')
+
+
+def test_an_image_batch_is_taken_as_it_is():
+    batch = load_batch(_photo(), 'decoded in a worker')
+    assert load_batches([batch, _photo()])[0] is batch
 
 
 @pytest.mark.parametrize('width, height', [(1, 5), (5, 1), (1, 1)])
