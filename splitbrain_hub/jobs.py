@@ -97,8 +97,9 @@ def _expand_inputs(inputs: Sequence[str], recursive: bool) -> Tuple[List[Tuple[P
     for text in inputs:
         path = Path(text)
         if path.is_dir():
-            files = path.rglob('*') if recursive else path.iterdir()
-            found += sorted((f, f.relative_to(path)) for f in files if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            files, unusable = _folder_images(path, recursive)
+            found += files
+            missing += unusable
         elif path.exists() or not glob.has_magic(text):
             found.append((path, Path(path.name)))
         else:
@@ -107,6 +108,25 @@ def _expand_inputs(inputs: Sequence[str], recursive: bool) -> Tuple[List[Tuple[P
             if not matches:
                 missing.append((text, f'{text}: no such file, folder or matching file'))
     return found, missing
+
+
+def _folder_images(folder: Path, recursive: bool) -> Tuple[List[Tuple[Path, Path]], List[Failure]]:
+    """A folder's files named like images, and its entries named like images that are not readable files
+    (a broken link, a folder when not recursing, a device...): those are reported, never dropped silently."""
+    files: List[Tuple[Path, Path]] = []
+    unusable: List[Failure] = []
+    for entry in sorted(folder.rglob('*') if recursive else folder.iterdir()):
+        if entry.suffix.lower() not in IMAGE_SUFFIXES or (recursive and entry.is_dir()):
+            continue  # not an image's name; or a subfolder, whose images rglob lists themselves
+        if entry.is_file():
+            files.append((entry, entry.relative_to(folder)))
+        elif entry.is_symlink() and not entry.exists():
+            unusable.append((str(entry), f'{entry}: expected an image file, got a broken symbolic link'))
+        elif entry.is_dir():
+            unusable.append((str(entry), f'{entry}: expected an image file, got a folder (-r goes into folders)'))
+        else:
+            unusable.append((str(entry), f'{entry}: expected an image file, got something else (not a regular file)'))
+    return files, unusable
 
 
 def _listed(list_file: Path) -> List[Tuple[Path, Path]]:

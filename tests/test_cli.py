@@ -86,6 +86,21 @@ def test_folder_with_good_and_bad_files(folder, weights, tmp_path, capsys):
     assert Image.open(out_dir / 'sub' / 'c.png').size == (30, 30)
 
 
+def test_folder_entries_named_like_images_are_never_dropped_silently(folder, weights, tmp_path, capsys):
+    (folder / 'gone.jpg').symlink_to(tmp_path / 'deleted.jpg')  # a broken link
+    (folder / 'album.png').mkdir()                               # a folder named like an image
+    os.mkfifo(folder / 'pipe.png')                                # not a regular file
+    out_dir = tmp_path / 'out'
+    status, out, err = _run(capsys, 'colorize', folder, '-o', out_dir, '--weights', weights)
+    assert status == 1 and 'colorize: 2 done, 0 skipped (outputs exist), 6 failed' in out
+    assert f'{folder / "gone.jpg"}: expected an image file, got a broken symbolic link' in err
+    assert f'{folder / "album.png"}: expected an image file, got a folder (-r goes into folders)' in err
+    assert f'{folder / "pipe.png"}: expected an image file, got something else (not a regular file)' in err
+    # Recursing, the folder is gone into (it is empty) and no longer a failure.
+    status, out, err = _run(capsys, 'colorize', folder, '-r', '-o', out_dir, '--weights', weights)
+    assert status == 1 and '5 failed' in out and 'album.png' not in err
+
+
 def test_all_good_inputs_exit_zero_and_overwrite_redoes(folder, weights, tmp_path, capsys):
     out_dir = tmp_path / 'out'
     args = ['colorize', folder / 'a.jpg', str(folder / '*.png'), '-o', out_dir, '--weights', weights]
