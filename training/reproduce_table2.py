@@ -49,6 +49,7 @@ class Row:
     paper: Tuple[float, ...]  # the paper's top-1 (%) conv1..conv5, ImageNet, Table 2
     weights: str = ''     # a fixed weights file (relative to the repo) instead of a training run
     seeds: Tuple[int, ...] = (0,)  # training (and Gaussian init) seeds; two where the table shows a spread
+    images: Optional[int] = None   # images seen by fixed weights, from their model card (no config.json beside them)
 
 
 # The paper's Table 2 (ImageNet, 1000 classes), in its order; the supervised row is "ImageNet-labels".
@@ -68,7 +69,7 @@ ROWS: Tuple[Row, ...] = (
     Row('split_brain_cl', 'Split-Brain Auto (cl,cl)', (17.7, 29.3, 35.4, 35.2, 32.8), seeds=(0, 1)),
     # The weights shipped in the package (their own run and budget: see MODEL_CARD.md), probed the same way.
     Row('release', 'Split-Brain Auto (cl,cl), released weights', (17.7, 29.3, 35.4, 35.2, 32.8),
-        weights='splitbrain_hub/weights/splitbrain_alexnet.tinyimagenet_128.safetensors'),
+        weights='splitbrain_hub/weights/splitbrain_alexnet.tinyimagenet_128.safetensors', images=96_000),
 )
 ROW_BY_KEY = {row.key: row for row in ROWS}
 
@@ -136,7 +137,8 @@ def markdown(table: Dict) -> str:
     seeds: Dict[str, List[int]] = {}
     seen: Dict[str, set] = {}
     for record in table['results']:
-        seen.setdefault(record['row'], set()).add(record.get('images_seen'))
+        images = record.get('images_seen')
+        seen.setdefault(record['row'], set()).add(ROW_BY_KEY[record['row']].images if images is None else images)
         by_row.setdefault(record['row'], {}).setdefault(record['layer'], []).append(100 * record['top1'])
         seeds.setdefault(record['row'], [])
         if record['seed'] not in seeds[record['row']]:
