@@ -53,3 +53,17 @@ def hf_env(monkeypatch, tmp_path):
     yield apply
     monkeypatch.undo()
     refresh()
+
+
+@pytest.fixture(scope='module')
+def weights(tmp_path_factory):
+    """A randomly initialised checkpoint at the network's smallest input size, standing in for the release
+    where a test checks files, messages and exit codes, not colour."""
+    import timm
+
+    import splitbrain_hub
+    torch.manual_seed(0)
+    model = timm.create_model('splitbrain_alexnet', pretrained_cfg_overlay=dict(input_size=(3, 96, 96)))
+    folder = tmp_path_factory.mktemp('ckpt')
+    splitbrain_hub.save_pretrained(model, folder)
+    return folder

@@ -9,12 +9,10 @@ import os
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 
 import numpy as np
 import pytest
-import timm
 import torch
 from PIL import Image
 from safetensors import safe_open
@@ -22,16 +20,9 @@ from safetensors.torch import load_file
 
 import splitbrain_hub
 from splitbrain_hub import cli
+from tar_shards import write_shard
 from splitbrain_hub.weights import sha256_of
 
-
-@pytest.fixture(scope='module')
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    model = timm.create_model('splitbrain_alexnet', pretrained_cfg_overlay=dict(input_size=(3, 96, 96)))
-    folder = tmp_path_factory.mktemp('ckpt')
-    splitbrain_hub.save_pretrained(model, folder)
-    return folder
 
 
 def _photo(path, size=(40, 30), mode='RGB', seed=0):
@@ -228,13 +219,6 @@ def test_killed_run_leaves_no_partial_file_and_a_rerun_finishes(weights, tmp_pat
     assert sorted(p.name for p in out_dir.iterdir()) == [f'{i:02d}.png' for i in range(count)]  # no temporaries
 
 
-def _shard(path, members):
-    with tarfile.open(path, 'w') as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-    return path
 
 
 def _png_bytes(size, seed):
@@ -259,7 +243,7 @@ def test_list_file_outputs_mirror_the_listed_paths(weights, tmp_path, capsys, mo
 
 def test_shards_per_image_and_per_shard(weights, tmp_path, capsys):
     for s in range(2):
-        _shard(tmp_path / f'train-{s}.tar', {f'n{s}/k{i}.png': _png_bytes((32 + i, 30), 10 * s + i) for i in range(3)}
+        write_shard(tmp_path / f'train-{s}.tar', {f'n{s}/k{i}.png': _png_bytes((32 + i, 30), 10 * s + i) for i in range(3)}
                | {'bad.jpg': b'not a photo', 'k0.cls': b'1'})
     shards = str(tmp_path / 'train-{0..2}.tar')  # train-2.tar does not exist
     status, out, err = _run(capsys, 'colorize', '--shards', shards, '-o', tmp_path / 'png', '--weights', weights)

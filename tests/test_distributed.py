@@ -10,19 +10,16 @@ import os
 import signal
 import subprocess
 import sys
-import tarfile
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import timm
 import torch
 from PIL import Image
-from safetensors import safe_open
 
-import splitbrain_hub
 from splitbrain_hub import cli
+from tar_shards import write_shard
 from splitbrain_hub.distributed import Rank, from_environment, local_device, share
 from splitbrain_hub.errors import InputError
 
@@ -59,14 +56,6 @@ def test_each_rank_gets_its_own_gpu(monkeypatch):
 
 # --- end to end under torchrun --------------------------------------------------------------------
 
-@pytest.fixture(scope='module')
-def weights(tmp_path_factory):
-    torch.manual_seed(0)
-    model = timm.create_model('splitbrain_alexnet', pretrained_cfg_overlay=dict(input_size=(3, 96, 96)))
-    folder = tmp_path_factory.mktemp('ckpt')
-    splitbrain_hub.save_pretrained(model, folder)
-    return folder
-
 
 def _png(size, seed, mode='RGB'):
     rng = np.random.default_rng(seed)
@@ -75,12 +64,6 @@ def _png(size, seed, mode='RGB'):
     return buffer.getvalue()
 
 
-def _shard(path, members):
-    with tarfile.open(path, 'w') as tar:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
 
 
 @pytest.fixture(scope='module')
@@ -92,7 +75,7 @@ def data(tmp_path_factory):
         (root / 'in' / f'a{i}.png').write_bytes(_png((40 + 4 * i, 30), i, 'RGBA' if i == 2 else 'RGB'))
     (root / 'in' / 'zz_bad.jpg').write_text('not a photo')  # batch 3 with --batch-size 2: rank 1's
     for s in range(2):
-        _shard(root / f'train-{s:06d}.tar', {name: data for i in range(3) for name, data in (
+        write_shard(root / f'train-{s:06d}.tar', {name: data for i in range(3) for name, data in (
             (f'k{s}{i}.png', _png((36, 28 + 2 * i), 10 * s + i)), (f'k{s}{i}.cls', b'%d' % i))})
     return root
 
