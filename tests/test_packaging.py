@@ -25,9 +25,11 @@ def _names(requirements: str) -> list:
 
 
 def _modules_of(distribution: str) -> set:
-    """Top-level import names the installed ``distribution`` provides."""
-    return {module for module, dists in packages_distributions().items()
-            if distribution in {re.sub(r'[-_.]+', '-', d).lower() for d in dists}}
+    """Top-level import names the installed ``distribution`` provides; for one not installed here (an extra
+    the README's install leaves out), its own name as a module."""
+    modules = {module for module, dists in packages_distributions().items()
+               if distribution in {re.sub(r'[-_.]+', '-', d).lower() for d in dists}}
+    return modules or {distribution.replace('-', '_')}
 
 
 def _imported_modules(folder: Path) -> set:
