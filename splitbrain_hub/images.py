@@ -11,6 +11,7 @@ before a pixel reaches the network. Files are decoded defensively: Pillow's deco
 """
 import io
 import math
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, List, Optional, Union
@@ -107,7 +108,9 @@ def _decode(source: Union[Path, io.BytesIO], name: str) -> Image.Image:
                          'got data it cannot identify') from e
     except PermissionError as e:
         raise InputError(f'{name}: expected a readable file, got permission denied') from e
-    except OSError as e:  # e.g. a header cut short
+    except (OSError, ValueError, SyntaxError, struct.error) as e:
+        # A header cut short or inconsistent: Pillow's plugins raise these (fuzzing found ValueError
+        # 'Invalid dimensions' from a TIFF header, tests/fuzz_corpus/image/crash-763ee7f7...).
         raise InputError(f'{name}: truncated or corrupt image data ({type(e).__name__}: {e})') from e
     with image:
         width, height = image.size

@@ -5,6 +5,7 @@ Each bad-input test builds its own file or array.
 import io
 import struct
 import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -275,3 +276,10 @@ def test_read_only_array_is_accepted():
     array = _photo()
     array.flags.writeable = False
     assert load_batch(array).pixels.shape == (1, 3, 24, 32)
+
+
+def test_tiff_header_with_invalid_dimensions_is_an_input_error():
+    """Found by scripts/fuzz.py: Pillow's TIFF plugin raised ValueError('Invalid dimensions') from open()."""
+    data = (Path(__file__).parent / 'fuzz_corpus' / 'image' / 'crash-763ee7f75e574035fb518ddc78484675e2d5cfae').read_bytes()
+    with pytest.raises(InputError, match='fuzz.tif: truncated or corrupt image data'):
+        decode_image(data, 'fuzz.tif')
