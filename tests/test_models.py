@@ -1,5 +1,7 @@
 """SplitBrainAlexNet: shapes, the split, parameter count, timm API, config round trip."""
 import json
+import subprocess
+import sys
 
 import pytest
 import timm
@@ -8,6 +10,7 @@ import torch.nn as nn
 
 import splitbrain_hub  # noqa: F401  (registers the models)
 from splitbrain_hub import InputError, SplitBrainAlexNet
+from splitbrain_hub.models.splitbrain_alexnet import GemmConv2d
 from splitbrain_hub.quantize import L_BIN_COUNT, ab_bin_count
 
 
@@ -164,3 +167,40 @@ def test_running_one_half_equals_running_both(half):
     assert list(alone) == [half]
     with pytest.raises(InputError, match='halves'):
         model.forward_pretext(x, halves=['nope'])
+
+
+# In a child process: on torch 2.14.1 with AVX-512 BF16, oneDNN's bf16 weight gradient of a 1x1 convolution
+# from 4096 channels to 1-3 corrupted the heap (abort or segfault within a few steps), which killed the
+# regression rows of Table 2; the heads now run as one GEMM (GemmConv2d).
+_REGRESSION_BF16_STEPS = '''
+import torch, timm, splitbrain_hub
+torch.manual_seed(0)
+model = timm.create_model('alexnet_lab', halves={'l': [0]}, pretext={'l': 'ab_reg'}, num_classes=0)
+head = model.pretext['l']
+fc7 = torch.randn(64, head.in_channels, 6, 6).relu()  # what fc7 hands the head: batch 64 at 128 px
+for _ in range(20):
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        out = head(fc7)
+    out.float().square().mean().backward()
+print(float(head.weight.grad.norm()), float(head.bias.grad.norm()))
+'''
+
+
+def test_regression_head_bf16_backward():
+    completed = subprocess.run([sys.executable, '-c', _REGRESSION_BF16_STEPS], capture_output=True, text=True,
+                               timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    weight_norm, bias_norm = map(float, completed.stdout.split())
+    assert weight_norm > 0 and bias_norm > 0
+
+
+@pytest.mark.parametrize('kernel, dilation, padding', [(1, 1, 0), (3, 2, 2), (6, 2, 0)])
+def test_gemm_conv_matches_conv2d(kernel, dilation, padding):
+    torch.manual_seed(0)
+    gemm = GemmConv2d(16, 5, kernel, dilation=dilation, padding=padding)
+    conv = nn.Conv2d(16, 5, kernel, dilation=dilation, padding=padding)
+    conv.load_state_dict(gemm.state_dict())
+    x = torch.randn(2, 16, 13, 11, dtype=torch.float64, requires_grad=True)
+    gemm, conv = gemm.double(), conv.double()
+    torch.testing.assert_close(gemm(x), conv(x))
+    assert torch.autograd.gradcheck(gemm, (x[:1].detach().requires_grad_(),))

@@ -205,6 +205,9 @@ class GemmConv2d(nn.Conv2d):
     Why: fc6 is a 6x6 convolution with dilation 2 on the small conv5 grid, most of the network's work. On
     CPUs oneDNN's dilated convolution does not use the bf16 matrix units; as one GEMM, fc6's forward +
     backward in bf16 runs 2.2x faster (178 vs 393 ms, batch 64 at 128 px, 2 cores). fp32 is within 7 %.
+    The pretext heads are 1x1 instances: oneDNN's bf16 weight gradient of a 1x1 convolution from 4096
+    channels to 1-8 (the regression heads) corrupts the heap on CPU (torch 2.14.1, AVX-512 BF16; see
+    ``tests/test_models.py::test_regression_head_bf16_backward``); as a GEMM it is correct.
     """
 
     def __init__(self, in_chs: int, out_chs: int, kernel: int, dilation: int = 1, padding: int = 0,
@@ -217,10 +220,13 @@ class GemmConv2d(nn.Conv2d):
         batch, height, width = x.shape[0], x.shape[-2], x.shape[-1]
         out_h = (height + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
         out_w = (width + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
-        columns = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)  # (N, C*k*k, h*w)
-        # One 2-D product over all positions of all images: a 3-D, transposed input would make matmul expand
-        # the weight once per image (a 600 MB copy in bf16 at batch 32).
-        rows = columns.transpose(1, 2).reshape(-1, columns.shape[1])                      # (N*h*w, C*k*k)
+        if kernel == 1 and padding == 0 and stride == 1:
+            rows = x.permute(0, 2, 3, 1).reshape(-1, x.shape[1])                         # (N*h*w, C)
+        else:
+            columns = F.unfold(x, kernel, dilation=dilation, padding=padding, stride=stride)  # (N, C*k*k, h*w)
+            # One 2-D product over all positions of all images: a 3-D, transposed input would make matmul
+            # expand the weight once per image (a 600 MB copy in bf16 at batch 32).
+            rows = columns.transpose(1, 2).reshape(-1, columns.shape[1])                  # (N*h*w, C*k*k)
         out = F.linear(rows, self.weight.flatten(1), self.bias)                           # (N*h*w, out_chs)
         return out.reshape(batch, out_h, out_w, -1).permute(0, 3, 1, 2)                  # NCHW, channels_last
 
@@ -302,7 +308,7 @@ class SplitBrainAlexNet(nn.Module):
             {name: _fc_tower(divisor, drop_rate, dd) for name in halves},
             [(i * pool5_width, (i + 1) * pool5_width) for i in range(divisor)])
         self.pretext = nn.ModuleDict({
-            name: nn.Conv2d(ALEXNET_FCS[-1][1] // divisor, PRETEXT_TARGETS[target].out_chans, 1, **dd)
+            name: GemmConv2d(ALEXNET_FCS[-1][1] // divisor, PRETEXT_TARGETS[target].out_chans, 1, **dd)
             for name, target in pretext.items()
         })
         self.num_features = ALEXNET_CONVS[-1][1]
