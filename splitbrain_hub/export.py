@@ -32,7 +32,7 @@ from torch import nn
 from torch.export import Dim
 
 from .color import _lab_to_rgb, _rgb_to_lightness
-from .errors import InputError
+from .errors import InputError, SplitBrainError
 from .inference import (
     COLORIZE,
     DEFAULT_TEMPERATURE,
@@ -49,7 +49,8 @@ from .models.splitbrain_alexnet import SplitBrainAlexNet
 from .upsample import UPSAMPLERS
 from .weights import atomic_write
 
-__all__ = ['DEFAULT_OPSET', 'GRAPHS', 'OPSET_RANGE', 'PHOTO_GRAPHS', 'export_onnx', 'export_programs', 'export_web']
+__all__ = ['DEFAULT_OPSET', 'GRAPHS', 'OPSET_RANGE', 'PHOTO_GRAPHS', 'export_onnx', 'export_programs', 'export_web',
+           'to_fp16']
 
 GRAPHS = ('colorize', 'lightness', 'features')
 PHOTO_GRAPHS = ('prepare', 'recombine')
@@ -224,6 +225,17 @@ def _save_program(graph: Graph, path: Path) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getvalue()))
 
 
+def _check_onnx_installed() -> None:
+    """torch's ONNX exporter needs onnx and onnxscript, which the package does not require: say how to get them
+    before any work is done."""
+    try:
+        import onnx  # noqa: F401
+        import onnxscript  # noqa: F401
+    except ImportError as e:
+        raise SplitBrainError(f"ONNX export: expected onnx and onnxscript installed (pip install "
+                              f"'splitbrain-hub[export]'), got {e}") from e
+
+
 def export_onnx(model: nn.Module, out_dir: str | Path, opset: int = DEFAULT_OPSET,
                 graphs: tuple[str, ...] = GRAPHS + PHOTO_GRAPHS) -> dict[str, Path]:
     """Write ``<name>.onnx`` for each of ``graphs`` (see the module docstring) into ``out_dir``.
@@ -237,8 +249,10 @@ def export_onnx(model: nn.Module, out_dir: str | Path, opset: int = DEFAULT_OPSE
         name -> path written.
     Raises:
         InputError: a bad argument, or a model without the half a graph needs.
+        SplitBrainError: onnx or onnxscript is not installed.
     """
     opset = _check_opset(opset)
+    _check_onnx_installed()
     selected = _graphs(_fp32_cpu_eval(model), graphs)
     out_dir = _output_dir(out_dir)
     paths = {}
@@ -277,7 +291,7 @@ def _graphs(model: SplitBrainAlexNet, names: tuple[str, ...]) -> dict[str, Graph
 WEB_GRAPHS = ('prepare', 'colorize', 'recombine')
 
 
-def _to_fp16(path: Path) -> None:
+def to_fp16(path: Path) -> None:
     """Store and run an ONNX file's network in float16, its inputs and outputs left float32: half the download.
     onnxruntime-web's wasm backend runs it to within 1 Lab unit of fp32 on the 8-bit result (the browser test)."""
     import onnx
@@ -313,7 +327,7 @@ def export_web(model: nn.Module, out_dir: str | Path, ort_dist: str | Path | Non
                          f'(run `npm ci` in web/ of the source checkout), got {ort_dist} without {", ".join(missing)}')
     out_dir = _output_dir(out_dir)
     written = list(export_onnx(model, out_dir, opset, WEB_GRAPHS).values())
-    _to_fp16(out_dir / 'colorize.onnx')
+    to_fp16(out_dir / 'colorize.onnx')
     (out_dir / 'ort').mkdir(exist_ok=True)
     for name in ORT_WEB_FILES:
         target = out_dir / 'ort' / Path(name).name

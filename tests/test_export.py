@@ -3,7 +3,7 @@
 A random-init model at the network's smallest input size stands in for the release (the graphs' numbers,
 not the colours, are under test). The ONNX files are exported once for the module (about 30 s on 2 cores).
 """
-from pathlib import Path
+import sys
 
 import numpy as np
 import pytest
@@ -14,12 +14,12 @@ from PIL import Image
 import splitbrain_hub
 from splitbrain_hub import cli, export
 from splitbrain_hub.errors import InputError
+from splitbrain_hub.images import SAMPLE_PHOTO
 from splitbrain_hub.models.splitbrain_alexnet import DataLab
 
 ort = pytest.importorskip('onnxruntime', reason='the export tests need onnxruntime (pip install splitbrain-hub[test])')
 skimage_data = pytest.importorskip('skimage.data', reason='the photos come from scikit-image (splitbrain-hub[test])')
 
-COFFEE = Path(splitbrain_hub.__file__).parent / 'assets' / 'coffee.jpg'
 TEMPERATURE = np.array(0.38, dtype=np.float32)
 AB_TOLERANCE = 0.05  # Lab units
 FEATURE_TOLERANCE = 1e-4  # max |onnx - torch| / max |torch|, per layer
@@ -27,7 +27,7 @@ FEATURE_TOLERANCE = 1e-4  # max |onnx - torch| / max |torch|, per layer
 
 def photos(count: int, size: tuple) -> torch.Tensor:
     """``count`` real photos (the shipped one, then scikit-image's), resized to ``size`` (height, width)."""
-    arrays = [np.asarray(Image.open(COFFEE).convert('RGB')), skimage_data.astronaut(), skimage_data.chelsea(),
+    arrays = [np.asarray(Image.open(SAMPLE_PHOTO).convert('RGB')), skimage_data.astronaut(), skimage_data.chelsea(),
               skimage_data.rocket(), skimage_data.hubble_deep_field()][:count]
     resized = [np.asarray(Image.fromarray(a).resize(size[::-1], Image.BILINEAR)) for a in arrays]
     return torch.from_numpy(np.stack(resized)).permute(0, 3, 1, 2).float() / 255
@@ -71,9 +71,10 @@ def test_features_match_torch(model, onnx_dir, batch, size):
     rgb = photos(batch, size)
     with torch.no_grad():
         expected = model.forward_intermediates(rgb, intermediates_only=True)
-    got = session(onnx_dir, 'features').run(None, {'rgb': rgb.numpy()})
-    assert [output.name for output in session(onnx_dir, 'features').get_outputs()] == list(splitbrain_hub.inference.FEATURE_LAYERS)
-    for layer, reference in zip(got, expected):
+    features = session(onnx_dir, 'features')
+    got = features.run(None, {'rgb': rgb.numpy()})
+    assert [output.name for output in features.get_outputs()] == list(splitbrain_hub.inference.FEATURE_LAYERS)
+    for layer, reference in zip(got, expected, strict=True):
         assert layer.shape == tuple(reference.shape)
         assert np.abs(layer - reference.numpy()).max() / np.abs(reference.numpy()).max() <= FEATURE_TOLERANCE
 
@@ -184,6 +185,12 @@ def test_bad_model_and_folder(model, tmp_path):
         export.export_onnx(timm.create_model('alexnet_lab'), tmp_path)
 
 
+def test_onnx_export_says_how_to_install_onnxscript(model, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, 'onnxscript', None)  # import onnxscript now fails
+    with pytest.raises(splitbrain_hub.SplitBrainError, match=r"pip install 'splitbrain-hub\[export\]'"):
+        export.export_onnx(model, tmp_path)
+
+
 def test_web_needs_onnxruntime_web(model, tmp_path):
     with pytest.raises(InputError, match="ort_dist: expected onnxruntime-web's dist folder .* got .* without"):
         export.export_web(model, tmp_path / 'site', ort_dist=tmp_path)
@@ -193,5 +200,6 @@ def test_web_needs_onnxruntime_web(model, tmp_path):
 # --- command line ---------------------------------------------------------------------------------
 
 def test_cli_bad_opset(weights, tmp_path, capsys):
-    assert cli.main(['export', 'onnx', '-o', str(tmp_path), '--weights', str(weights), '--opset', '7']) == cli.EXIT_USAGE
+    command = ['export', 'onnx', '-o', str(tmp_path), '--weights', str(weights), '--opset', '7']
+    assert cli.main(command) == cli.EXIT_USAGE
     assert 'opset: expected an int in [18, 23], got 7' in capsys.readouterr().err

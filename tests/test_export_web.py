@@ -22,7 +22,7 @@ from splitbrain_hub import cli, export
 from splitbrain_hub.weights import shipped_weights_path
 
 ort = pytest.importorskip('onnxruntime', reason='the export tests need onnxruntime (pip install splitbrain-hub[test])')
-skimage_data = pytest.importorskip('skimage.data', reason='the astronaut comes from scikit-image (splitbrain-hub[test])')
+skimage_data = pytest.importorskip('skimage.data', reason='the astronaut is scikit-image\'s (splitbrain-hub[test])')
 
 CHROMIUM = Path('/usr/bin/chromium')
 CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
