@@ -251,6 +251,20 @@ def _run_convert_caffe(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_export(args: argparse.Namespace) -> int:
+    from . import export
+    model = load_model(args.weights, 'cpu')
+    if args.format == 'onnx':
+        paths = list(export.export_onnx(model, args.output_dir, args.opset).values())
+    elif args.format == 'torch':
+        paths = list(export.export_programs(model, args.output_dir).values())
+    else:
+        paths = export.export_web(model, args.output_dir, args.ort_dist, args.opset)
+    for path in paths:
+        print(f'{path} ({path.stat().st_size / 1e6:.1f} MB)')
+    return EXIT_OK
+
+
 # --- arguments ------------------------------------------------------------------------------------
 
 def _positive_int(text: str) -> int:
@@ -336,6 +350,22 @@ def _convert_caffe_arguments(parser: argparse.ArgumentParser) -> None:
                         help="1 keeps the conv5 grid (default); 2 is the release's pool5 (needed for its fc6/fc7)")
 
 
+def _export_arguments(parser: argparse.ArgumentParser) -> None:
+    from .export import DEFAULT_OPSET, GRAPHS, PHOTO_GRAPHS, WEB_GRAPHS
+    parser.add_argument('format', choices=('onnx', 'torch', 'web'),
+                        help=f'onnx: {", ".join(GRAPHS + PHOTO_GRAPHS)} as .onnx; torch: {", ".join(GRAPHS)} as '
+                             f'torch.export .pt2; web: a static folder that colorizes in the browser '
+                             f'({", ".join(WEB_GRAPHS)} with onnxruntime-web)')
+    parser.add_argument('-o', '--output-dir', type=Path, required=True, metavar='DIR')
+    parser.add_argument('--weights', metavar='PATH',
+                        help='a save_pretrained folder or .safetensors file (default: the pretrained model)')
+    parser.add_argument('--opset', type=int, default=DEFAULT_OPSET, metavar='N',
+                        help=f'ONNX opset of onnx and web (default {DEFAULT_OPSET})')
+    parser.add_argument('--ort-dist', type=Path, metavar='DIR',
+                        help="web: onnxruntime-web's dist folder (default: web/node_modules/onnxruntime-web/dist "
+                             'of the source checkout, filled by npm ci in web/)')
+
+
 COMMANDS: Dict[str, Command] = {
     'colorize': Command('colorize images from their lightness (L half): PNG per image',
                         _colorize_arguments, _image_command(colorize)),
@@ -346,6 +376,8 @@ COMMANDS: Dict[str, Command] = {
     'info': Command('version, weights file and sha256, device', _model_arguments, _run_info),
     'convert-caffe': Command("convert the authors' Caffe .caffemodel to a save_pretrained folder",
                              _convert_caffe_arguments, _run_convert_caffe),
+    'export': Command('export the model for use without PyTorch: ONNX, torch.export, or a static browser page',
+                      _export_arguments, _run_export),
     'serve': Command('HTTP API and web page on --host/--port (needs the serve extra)',
                      serve_command.add_arguments, serve_command.run),
 }

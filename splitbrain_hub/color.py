@@ -68,6 +68,13 @@ def lab_to_rgb(image: Tensor, clip: bool = True) -> Tensor:
     return _lab_to_rgb(image, clip)
 
 
+def _in_traced_graph(x: object = None) -> bool:
+    """True while ``torch.compile``, ``torch.export``, ``torch.jit.trace`` or ``torch.fx`` records a graph (``x``
+    an fx ``Proxy``). The callers then convert in one pass instead of chunks: a Python loop over chunks of
+    a size the graph does not know would fix that size in it (a guard such as ``batch <= 16``)."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or isinstance(x, torch.fx.Proxy)
+
+
 def _srgb_to_linear(image: Tensor) -> Tensor:
     # Undo the sRGB gamma: linear below the knee, a 2.4 power above. torch.where evaluates both branches, so
     # the power only sees values above the knee: otherwise it could produce NaN and leak NaN gradients.

@@ -22,12 +22,12 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 
-from .color import _lab_to_rgb, _rgb_to_lab, _rgb_to_lightness
+from .color import _in_traced_graph, _lab_to_rgb, _rgb_to_lab, _rgb_to_lightness
 from .errors import InputError
 from .images import ImageBatch, load_batches, to_output
 from .models.splitbrain_alexnet import PRETEXT_TARGETS, REGRESSION_SCALE
 from .precision import autocast, autocast_dtype
-from .quantize import ab_bin_centers, annealed_mean_from_logits, l_bin_centers
+from .quantize import _annealed_mean_from_logits, ab_bin_centers, l_bin_centers
 from .upsample import DEFAULT_UPSAMPLE, Bilinear, Upsampler, resolve_upsampler
 from .weights import DEFAULT_ARCHITECTURE as DEFAULT_MODEL, load_pretrained
 
@@ -170,7 +170,7 @@ def _network_size(model: torch.nn.Module, size: Any) -> Tuple[int, int]:
 
 
 def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    if tuple(x.shape[-2:]) == tuple(size):
+    if not _in_traced_graph() and tuple(x.shape[-2:]) == tuple(size):  # a graph must not fix the input size
         return x
     # Antialiased when shrinking, so a large photo's fine texture does not alias into the network input.
     return F.interpolate(x, size=tuple(size), mode='bilinear', align_corners=False, antialias=True)
@@ -189,20 +189,26 @@ def _half_for(model: torch.nn.Module, task: CrossChannelTask) -> str:
 
 
 def _decode(model: torch.nn.Module, half: str, raw: torch.Tensor, task: CrossChannelTask,
-            temperature: float) -> torch.Tensor:
-    """A pretext head's raw output -> the Lab values of ``task.predicts`` on the conv5 grid."""
+            temperature: Union[float, torch.Tensor]) -> torch.Tensor:
+    """A pretext head's raw output -> the Lab values of ``task.predicts`` on the conv5 grid.
+
+    ``temperature`` is checked by the caller; a scalar tensor keeps it an input of an exported graph.
+    """
     target = PRETEXT_TARGETS[model.pretext_targets[half]]
     raw = raw.float()
     if target.classification:
-        values = annealed_mean_from_logits(raw, _BIN_CENTERS[target.channels](raw.device), temperature)
+        values = _annealed_mean_from_logits(raw, _BIN_CENTERS[target.channels](raw.device), temperature)
     else:
         values = raw * REGRESSION_SCALE
     return values[:, [target.channels.index(c) for c in task.predicts]]
 
 
 def _stripes(shape: torch.Size) -> Iterator[slice]:
-    """Row ranges of about ``STRIPE_PIXELS`` pixels (over the batch) covering an (N, C, H, W) image."""
+    """Row ranges of about ``STRIPE_PIXELS`` pixels (over the batch) covering an (N, C, H, W) image; all rows
+    at once in a traced graph (see ``_in_traced_graph``): a stripe's numbers do not depend on its rows."""
     batch, _, height, width = shape
+    if _in_traced_graph():
+        return iter([slice(0, height)])
     rows = max(1, STRIPE_PIXELS // (batch * width))
     return (slice(start, start + rows) for start in range(0, height, rows))
 

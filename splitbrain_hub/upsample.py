@@ -24,6 +24,7 @@ from typing import Any, Union
 import torch
 import torch.nn.functional as F
 
+from .color import _in_traced_graph
 from .errors import InputError
 from .precision import autocast
 
@@ -62,6 +63,28 @@ def _box(x: torch.Tensor, r: int) -> torch.Tensor:
     return F.avg_pool2d(x, (1, 2 * rx + 1), stride=1, padding=(0, rx), count_include_pad=False)
 
 
+def _cell_weights(cells: int, length: int, like: torch.Tensor) -> torch.Tensor:
+    """(cells, length): row i averages the samples ``adaptive_avg_pool2d`` gives to cell i, [floor(i L / c),
+    ceil((i + 1) L / c))."""
+    index = torch.arange(cells, device=like.device)
+    start = index * length // cells
+    stop = ((index + 1) * length + cells - 1) // cells
+    sample = torch.arange(length, device=like.device)
+    inside = (sample >= start[:, None]) & (sample < stop[:, None])
+    return inside.to(like.dtype) / (stop - start)[:, None].to(like.dtype)
+
+
+def _cell_means(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``F.adaptive_avg_pool2d(x, size)``; in a traced graph the same means (to rounding) as two matrix products,
+    which export with a dynamic image size (ONNX has no adaptive pooling; torch's decomposition of it gathers
+    out of range in onnxruntime)."""
+    if not _in_traced_graph():
+        return F.adaptive_avg_pool2d(x, size)
+    rows = _cell_weights(size[0], x.shape[-2], x)
+    columns = _cell_weights(size[1], x.shape[-1], x)
+    return torch.matmul(torch.matmul(rows, x), columns.transpose(0, 1))
+
+
 def guided_upsample(source: torch.Tensor, guide: torch.Tensor, radius: int, eps: float) -> torch.Tensor:
     """The fast guided filter: ``source`` (N, C, h, w) upsampled to ``guide``'s (N, 1, H, W) size, following it.
 
@@ -83,7 +106,7 @@ def guided_upsample(source: torch.Tensor, guide: torch.Tensor, radius: int, eps:
         # The fit runs on the source's own cells, each paired with the mean guide over the photo region it
         # covers. Interpolated samples between cells add no information and dilute the fit: on a step edge,
         # working on 2 to 8 samples per cell left about 7x the colour error of 1 sample per cell.
-        I_low = F.adaptive_avg_pool2d(I, p.shape[-2:])
+        I_low = _cell_means(I, p.shape[-2:])
         channels = p.shape[1]
         means = _box(torch.cat([I_low, I_low * I_low, p, I_low * p], dim=1), radius)
         mean_I, mean_II = means[:, :1], means[:, 1:2]

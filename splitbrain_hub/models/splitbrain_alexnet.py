@@ -36,7 +36,7 @@ from timm.layers import ClassifierHead
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from ..color import _rgb_to_lab
+from ..color import _in_traced_graph, _rgb_to_lab
 from ..errors import InputError, WeightsError
 from ..quantize import L_BIN_COUNT, ab_bin_count
 
@@ -128,8 +128,9 @@ class DataLab(nn.Module):
     @torch.jit.unused
     def _rgb_to_lab_in_chunks(self, rgb: torch.Tensor) -> torch.Tensor:
         """A few images at a time: the conversion's elementwise passes then stay in cache (3x faster on
-        a CPU for a batch of 64 at 227x227 than one pass over the whole batch)."""
-        if isinstance(rgb, torch.fx.Proxy):  # a traced graph cannot hold a loop over a batch size it does not know
+        a CPU for a batch of 64 at 227x227 than one pass over the whole batch). Each image's numbers are
+        the same either way, so a traced graph takes the one pass (see ``_in_traced_graph``)."""
+        if _in_traced_graph(rgb):
             return _rgb_to_lab(rgb)
         chunk = max(1, _LAB_CHUNK_PIXELS // (rgb.shape[-2] * rgb.shape[-1]))
         return torch.cat([_rgb_to_lab(images) for images in rgb.split(chunk)])
