@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from .errors import ConversionError
-from .models.splitbrain_alexnet import ALEXNET_CONVS, ALEXNET_FCS, SPLIT_BRAIN_HALVES
+from .models.splitbrain_alexnet import SPLIT_BRAIN_HALVES, SplitBrainAlexNet
 
 __all__ = ['CaffeLayer', 'CaffeNet', 'LayerSplit', 'CaffeConversion', 'read_caffemodel', 'convert_caffe']
 
@@ -258,10 +258,10 @@ CAFFE_CROP_PCT = 227 / 256
 POOL5_GRID = {1: (13, 13), 2: (6, 6)}
 
 
-def _weighted_layers() -> List[Tuple[str, str, int, int, int]]:
-    """(Caffe name, our module path with {half}, out channels, in channels, kernel) of conv1..fc7."""
+def _weighted_layers(model: SplitBrainAlexNet) -> List[Tuple[str, str, int, int, int]]:
+    """(Caffe name, our module path with {half}, out channels, in channels, kernel) of conv1..fc7 of ``model``."""
     rows, in_chs = [], 3
-    for prefix, table in (('features', ALEXNET_CONVS), ('pre_logits', ALEXNET_FCS)):
+    for prefix, table in (('features', model.convs), ('pre_logits', model.fcs)):
         for name, out_chs, kernel, *_ in table:
             rows.append((name, f'{prefix}.branches.{{half}}.{name}', out_chs, in_chs, kernel))
             in_chs = out_chs
@@ -386,12 +386,21 @@ def convert_caffe(caffemodel: Union[str, Path], out_dir: Union[str, Path], force
             (unless ``force``); nothing is written then.
     """
     import timm
-    from .weights import save_pretrained, sha256_of
+    from .weights import DEFAULT_ARCHITECTURE, save_pretrained, sha256_of
     if pool5_stride not in POOL5_GRID:
         raise ConversionError(f'pool5_stride: expected one of {sorted(POOL5_GRID)}, got {pool5_stride}')
     source = Path(caffemodel)
     net = read_caffemodel(source)
-    rows = _weighted_layers()
+    overlay = dict(
+        tag='caffe', input_size=CAFFE_INPUT_SIZE, crop_pct=CAFFE_CROP_PCT, pool_size=POOL5_GRID[pool5_stride],
+        hf_hub_id=None, license='other',
+        notes=(f"Converted by splitbrain_hub.convert_caffe from the authors' Caffe release {source.name}; "
+               "the authors' terms for their weights apply.",),
+    )
+    # Built on the meta device: every tensor comes from the file, none is initialised for nothing.
+    model = timm.create_model(DEFAULT_ARCHITECTURE, pretext={}, pool5_stride=pool5_stride,
+                              pretrained_cfg_overlay=overlay, device='meta')
+    rows = _weighted_layers(model)
     needed = [DATA_LAB] + [row[0] for row in rows]
     missing = [name for name in needed if name not in net.layers or not net.layers[name].blobs]
     if missing:
@@ -424,15 +433,6 @@ def convert_caffe(caffemodel: Union[str, Path], out_dir: Union[str, Path], force
             f"each layer's largest), got {worst}; dropping them would change the network. Use force=True "
             '(--force) to convert anyway.')
 
-    overlay = dict(
-        tag='caffe', input_size=CAFFE_INPUT_SIZE, crop_pct=CAFFE_CROP_PCT, pool_size=POOL5_GRID[pool5_stride],
-        hf_hub_id=None, license='other',
-        notes=(f"Converted by splitbrain_hub.convert_caffe from the authors' Caffe release {source.name}; "
-               "the authors' terms for their weights apply.",),
-    )
-    # Built on the meta device: every tensor comes from the file, none is initialised for nothing.
-    model = timm.create_model('splitbrain_alexnet', pretext={}, pool5_stride=pool5_stride,
-                              pretrained_cfg_overlay=overlay, device='meta')
     model.load_state_dict(state, strict=True, assign=True)
     weights_path = save_pretrained(model, out_dir, extra_config={'converted_from': {
         'file': source.name, 'sha256': sha256_of(source), 'encoding': net.encoding,

@@ -10,7 +10,7 @@ import torch.nn as nn
 
 import splitbrain_hub  # noqa: F401  (registers the models)
 from splitbrain_hub import InputError, SplitBrainAlexNet
-from splitbrain_hub.models.splitbrain_alexnet import GemmConv2d
+from splitbrain_hub.models.splitbrain_alexnet import ALEXNET_LAYERS, GemmConv2d
 from splitbrain_hub.quantize import L_BIN_COUNT, ab_bin_count
 
 
@@ -138,6 +138,21 @@ def test_config_round_trips_through_json():
     assert SplitBrainAlexNet(**config).config() == model.config()
 
 
+def test_layer_table_is_an_argument_recorded_in_the_config():
+    narrow = {'convs': [[name, chs // 8, *rest] for name, chs, *rest in ALEXNET_LAYERS['convs']],
+              'fcs': [[name, chs // 64, *rest] for name, chs, *rest in ALEXNET_LAYERS['fcs']]}
+    model = timm.create_model('splitbrain_alexnet', layers=narrow)
+    assert [(info['num_chs'], info['reduction']) for info in model.feature_info] == [
+        (12, 4), (32, 8), (48, 16), (48, 16), (32, 16)]
+    assert model.features.branches['l_half'].conv1.weight.shape == (6, 1, 11, 11)
+    assert model.pre_logits.branches['ab_half'].fc6.weight.shape == (32, 16, 6, 6)
+    config = json.loads(json.dumps(model.config()))
+    assert config['layers'] == narrow
+    rebuilt = SplitBrainAlexNet(**config)
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    assert timm.create_model('splitbrain_alexnet').config()['layers'] == ALEXNET_LAYERS
+
+
 @pytest.mark.parametrize('kwargs, message', [
     (dict(halves={'l_half': [0, 2]}), 'consecutive'),
     (dict(halves={'x': [3]}), '0..2'),
@@ -145,6 +160,9 @@ def test_config_round_trips_through_json():
     (dict(pretext={'l_half': 'rgb_cl'}), 'pretext'),
     (dict(pool5_stride=3), 'pool5_stride'),
     (dict(in_chans=2), 'in_chans'),
+    (dict(layers={'convs': ALEXNET_LAYERS['convs']}), 'layers: expected'),
+    (dict(layers={'convs': [['conv1', 96, 11]], 'fcs': ALEXNET_LAYERS['fcs']}), 'layers: expected'),
+    (dict(layers={'convs': [['conv1', 95, 11, 4, 0, 'pool1']], 'fcs': ALEXNET_LAYERS['fcs']}), 'equal halves'),
 ])
 def test_bad_arguments(kwargs, message):
     with pytest.raises(InputError, match=message):

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import splitbrain_hub  # noqa: F401
-import splitbrain_hub.models.splitbrain_alexnet as sbalexnet
+from splitbrain_hub.models.splitbrain_alexnet import ALEXNET_LAYERS
 from splitbrain_hub.color import rgb_to_lab
 from splitbrain_hub.errors import InputError
 from splitbrain_hub.quantize import ab_bin_count
@@ -28,20 +28,11 @@ from training.train import CHECKPOINT, main, parse_args
 
 REPO = Path(__file__).resolve().parents[1]
 SHARD = REPO.parent / 'shared' / 'datasets' / 'tiny-imagenet' / 'train-000000.tar'
-# The real AlexNet has 30-60 M parameters: too slow for a test on a shared CPU. The same code with every
-# width divided by 8 (kernels, strides, grid unchanged) keeps each tiny run under a second.
-TINY_CONVS = tuple((name, chs // 8, *rest) for name, chs, *rest in sbalexnet.ALEXNET_CONVS)
-TINY_FCS = tuple((name, chs // 64, *rest) for name, chs, *rest in sbalexnet.ALEXNET_FCS)
-# Run the trainer in a subprocess with tiny widths: python -c TINY_MAIN --key=value ...
-TINY_MAIN = ('import sys, splitbrain_hub.models.splitbrain_alexnet as m; '
-             f'm.ALEXNET_CONVS = {TINY_CONVS!r}; m.ALEXNET_FCS = {TINY_FCS!r}; '
-             'from training.train import main; main(sys.argv[1:])')
-
-
-@pytest.fixture(autouse=True)
-def tiny_alexnet(monkeypatch):
-    monkeypatch.setattr(sbalexnet, 'ALEXNET_CONVS', TINY_CONVS)
-    monkeypatch.setattr(sbalexnet, 'ALEXNET_FCS', TINY_FCS)
+# The real AlexNet has 30-60 M parameters: too slow for a test on a shared CPU. Another layer table, every
+# width divided by 8 (kernels, strides, grid unchanged), keeps each tiny run under a second.
+TINY_LAYERS = {'convs': [[name, chs // 8, *rest] for name, chs, *rest in ALEXNET_LAYERS['convs']],
+               'fcs': [[name, chs // 64, *rest] for name, chs, *rest in ALEXNET_LAYERS['fcs']]}
+TINY = f'--layers={json.dumps(TINY_LAYERS)}'
 
 
 def smooth_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -66,7 +57,7 @@ def image_folder(tmp_path_factory) -> Path:
 def test_each_objective_learns_a_fixed_batch(name):
     torch.manual_seed(0)
     spec = get_objective(name)
-    model = timm.create_model(spec.architecture, **spec.model_kwargs())
+    model = timm.create_model(spec.architecture, **spec.model_kwargs(), layers=TINY_LAYERS)
     objective = Objective(model, spec, ab_prior=torch.rand(ab_bin_count()) + 0.1)
     lab = rgb_to_lab(smooth_images(4, 96))
     labels, colour = torch.tensor([0, 1, 2, 3]), torch.ones(4, dtype=torch.bool)
@@ -87,7 +78,7 @@ def test_each_objective_learns_a_fixed_batch(name):
 
 def test_greyscale_photos_weigh_nothing_in_colour_terms():
     spec = get_objective('split_brain_cl')
-    objective = Objective(timm.create_model(spec.architecture, **spec.model_kwargs()), spec)
+    objective = Objective(timm.create_model(spec.architecture, **spec.model_kwargs(), layers=TINY_LAYERS), spec)
     lab = rgb_to_lab(smooth_images(2, 96))
     labels = torch.zeros(2, dtype=torch.long)
     _, both = objective(lab, labels, torch.tensor([True, False]))
@@ -131,7 +122,7 @@ def test_batch_stream_is_the_same_for_any_workers_start_and_rank(image_folder):
 
 
 def _train_command(out_dir: Path, data: Path, steps: int, *extra: str):
-    return [sys.executable, '-c', TINY_MAIN, f'--out_dir={out_dir}', f'--data={data}',
+    return [sys.executable, '-m', 'training.train', f'--out_dir={out_dir}', f'--data={data}', TINY,
             f'--max_steps={steps}', '--batch_size=4', '--input_size=96', '--num_workers=0', '--threads=1',
             '--prior_images=8', '--checkpoint_every=2', '--log_every=1', '--warmup_steps=2',
             '--progress=false', *extra]
@@ -192,13 +183,14 @@ def test_export_round_trip_through_timm(resumed_runs, tmp_path):
     assert readme.startswith((REPO / 'MODEL_CARD.md').read_text()), 'the export README is the model card...'
     assert f'sha256 `{sha256_of(weights)}`' in readme, '...followed by the figures of this run'
     assert ModelCard.load(tmp_path / 'README.md').data.to_dict() == ModelCard.load(REPO / 'MODEL_CARD.md').data.to_dict()
-    model = timm.create_model('splitbrain_alexnet', pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)))
+    model = timm.create_model('splitbrain_alexnet', pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)),
+                              layers=TINY_LAYERS)
     trained = torch.load(whole / CHECKPOINT, weights_only=True)['model']
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, trained[key].half().float(), rtol=0, atol=0)
     model.eval()
     x = smooth_images(1, 96)
-    reference = timm.create_model('splitbrain_alexnet')
+    reference = timm.create_model('splitbrain_alexnet', layers=TINY_LAYERS)
     reference.load_state_dict(trained)
     reference.eval()
     with torch.no_grad():
@@ -213,7 +205,7 @@ def test_push_to_hub_then_load_by_hf_hub_id(resumed_runs, tmp_path, fake_hub, hf
     export_dir = tmp_path / 'export'
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_ENDPOINT=fake_hub.url, HF_TOKEN='hf_token_for_a_fake_hub',
                HF_HOME=str(tmp_path / 'hf-home-of-the-pusher'))
-    push = subprocess.run([sys.executable, '-c', TINY_MAIN, f'--out_dir={whole}', f'--export={export_dir}',
+    push = subprocess.run([sys.executable, '-m', 'training.train', f'--out_dir={whole}', f'--export={export_dir}',
                            '--push_to_hub=someone/splitbrain-tiny'], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
     assert push.returncode == 0, push.stderr
@@ -225,7 +217,7 @@ def test_push_to_hub_then_load_by_hf_hub_id(resumed_runs, tmp_path, fake_hub, hf
 
     hf_env(HF_ENDPOINT=fake_hub.url)
     model = timm.create_model('splitbrain_alexnet', pretrained=True,
-                              pretrained_cfg_overlay=dict(hf_hub_id='someone/splitbrain-tiny'))
+                              pretrained_cfg_overlay=dict(hf_hub_id='someone/splitbrain-tiny'), layers=TINY_LAYERS)
     assert Path(model.pretrained_cfg['file']).is_relative_to(tmp_path / 'hf-home' / 'hub')
     exported = load_safetensors(export_dir / 'model.safetensors')
     for key, value in model.state_dict().items():

@@ -43,7 +43,7 @@ import splitbrain_hub  # noqa: F401  (registers the models in timm)
 from splitbrain_hub.errors import InputError
 from splitbrain_hub.precision import autocast, autocast_dtype, precision_name
 from splitbrain_hub.quantize import ab_bin_centers, ab_bin_count, hard_encode
-from splitbrain_hub.weights import WEIGHTS_NAME, atomic_write, save_pretrained, sha256_of
+from splitbrain_hub.weights import DEFAULT_ARCHITECTURE, WEIGHTS_NAME, atomic_write, save_pretrained, sha256_of
 from training.data import BatchStream, build_index, make_loader
 from training.objectives import DEFAULT_OBJECTIVE, Objective, downsample, get_objective
 
@@ -74,6 +74,7 @@ class Config:
     ab_prior: str = ''                            # JSON from `ab-prior`; '' estimates it at the start
     prior_images: int = 2048
     seed: int = 0
+    layers: str = ''                              # the model's layer table as JSON; '' is AlexNet's (ALEXNET_LAYERS)
     device: str = 'auto'                          # 'auto', 'cpu', 'cuda'
     amp: str = 'auto'                             # 'auto' (bf16 where native: CUDA, AVX-512 BF16/AMX CPUs), 'bf16', 'off'
     channels_last: bool = True                    # NHWC activations: faster convolutions on CPU and CUDA
@@ -118,9 +119,19 @@ def _bool(value: str) -> bool:
     return value.lower() in ('1', 'true')
 
 
+def layer_table(config: Config) -> Dict[str, Any]:
+    """``layers=`` for the model: the table of ``--layers`` (JSON), or nothing for AlexNet's own."""
+    if not config.layers:
+        return {}
+    try:
+        return {'layers': json.loads(config.layers)}
+    except ValueError as e:
+        raise InputError(f'--layers: expected a JSON layer table (see ALEXNET_LAYERS), got {config.layers!r} ({e})') from e
+
+
 def build_model(config: Config, device: torch.device) -> torch.nn.Module:
     spec = get_objective(config.objective)
-    model = timm.create_model(spec.architecture, **spec.model_kwargs()).to(device)
+    model = timm.create_model(spec.architecture, **spec.model_kwargs(), **layer_table(config)).to(device)
     # What the network is trained on, for the exported pretrained_cfg.
     grid = model.forward_pretext(torch.zeros(1, 3, config.input_size, config.input_size, device=device)) \
         if spec.pretext else {}
@@ -133,11 +144,13 @@ def build_model(config: Config, device: torch.device) -> torch.nn.Module:
 
 @torch.no_grad()
 def estimate_ab_prior(data: str, images: int, input_size: int, crop_scale_min: float, seed: int,
-                      device: torch.device, progress: bool = False) -> torch.Tensor:
+                      device: torch.device, progress: bool = False, layers: Optional[Dict[str, Any]] = None,
+                      ) -> torch.Tensor:
     """How often each ab bin is the nearest bin of a target cell: colour photos, crops as in training,
-    Lab area-averaged onto the conv5 grid exactly as the loss sees its targets."""
+    Lab area-averaged onto the conv5 grid (of the network with layer table ``layers``) exactly as the loss
+    sees its targets."""
     from tqdm import tqdm
-    model = timm.create_model('splitbrain_alexnet').to(device)
+    model = timm.create_model(DEFAULT_ARCHITECTURE, **({'layers': layers} if layers else {})).to(device)
     grid = model.forward_pretext(torch.zeros(1, 3, input_size, input_size, device=device))['l_half'].shape[-2:]
     batch = min(64, images)
     stream = BatchStream(build_index(data), batch, input_size, (crop_scale_min, 1.0), seed)
@@ -299,8 +312,9 @@ def make_objective(config: Config, model: torch.nn.Module, state: Optional[Dict[
             ab_prior = load_ab_prior(config.ab_prior)
         else:
             device = next(model.parameters()).device
-            ab_prior = estimate_ab_prior(config.data, config.prior_images, config.input_size,
-                                         config.crop_scale_min, config.seed, device, config.progress and master)
+            ab_prior = estimate_ab_prior(config.data, config.prior_images, config.input_size, config.crop_scale_min,
+                                         config.seed, device, config.progress and master,
+                                         layer_table(config).get('layers'))
             if master:
                 save_ab_prior(ab_prior.cpu(), out_dir / 'ab_prior.json', data=config.data, images=config.prior_images)
         ab_prior = ab_prior.cpu()

@@ -27,7 +27,7 @@ Heads:
 """
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 import torch.nn as nn
@@ -40,26 +40,46 @@ from ..color import _rgb_to_lab
 from ..errors import InputError, WeightsError
 from ..quantize import L_BIN_COUNT, ab_bin_count
 
-__all__ = ['SplitBrainAlexNet', 'PRETEXT_TARGETS', 'SPLIT_BRAIN_HALVES', 'SPLIT_BRAIN_PRETEXT']
+__all__ = ['ALEXNET_LAYERS', 'ConvLayer', 'FcLayer', 'SplitBrainAlexNet', 'PRETEXT_TARGETS', 'SPLIT_BRAIN_HALVES',
+           'SPLIT_BRAIN_PRETEXT']
 
 
 # --- architecture as data -------------------------------------------------------------------------
 
-# AlexNet's feature layers at full width: (name, out_chs, kernel, stride, padding, max pool after it).
-# A network of n halves gives each half out_chs // n channels.
-ALEXNET_CONVS: Tuple[Tuple[str, int, int, int, int, Optional[str]], ...] = (
-    ('conv1', 96, 11, 4, 0, 'pool1'),
-    ('conv2', 256, 5, 1, 2, 'pool2'),
-    ('conv3', 384, 3, 1, 1, None),
-    ('conv4', 384, 3, 1, 1, None),
-    ('conv5', 256, 3, 1, 1, 'pool5'),
-)
-# Fully convolutional fc layers: (name, out_chs, kernel, dilation, padding); both keep the grid.
-ALEXNET_FCS: Tuple[Tuple[str, int, int, int, int], ...] = (
-    ('fc6', 4096, 6, 2, 5),
-    ('fc7', 4096, 1, 1, 0),
-)
-FEATURE_REDUCTIONS = (4, 8, 16, 16, 16)  # stride of conv1..conv5 outputs w.r.t. the input
+class ConvLayer(NamedTuple):
+    """A feature layer at full width (a network of n halves gives each half ``out_chs // n`` channels)."""
+    name: str
+    out_chs: int
+    kernel: int
+    stride: int
+    padding: int
+    pool: Optional[str]  # the 3x3 max pool after it ('pool5' keeps the grid when pool5_stride == 1), or None
+
+
+class FcLayer(NamedTuple):
+    """A fully convolutional fc layer at full width; it keeps the grid."""
+    name: str
+    out_chs: int
+    kernel: int
+    dilation: int
+    padding: int
+
+
+# AlexNet's layer table, JSON-friendly as ``config()`` records it (timm's VGG takes its ``cfg`` the same way):
+# 'convs' rows are ConvLayer fields, 'fcs' rows FcLayer fields. A narrower test network is another table.
+ALEXNET_LAYERS: Dict[str, List[list]] = {
+    'convs': [
+        ['conv1', 96, 11, 4, 0, 'pool1'],
+        ['conv2', 256, 5, 1, 2, 'pool2'],
+        ['conv3', 384, 3, 1, 1, None],
+        ['conv4', 384, 3, 1, 1, None],
+        ['conv5', 256, 3, 1, 1, 'pool5'],
+    ],
+    'fcs': [
+        ['fc6', 4096, 6, 2, 5],
+        ['fc7', 4096, 1, 1, 0],
+    ],
+}
 
 # The paper's split: Lab channel indices each half sees.
 SPLIT_BRAIN_HALVES: Dict[str, List[int]] = {'l_half': [0], 'ab_half': [1, 2]}
@@ -183,10 +203,35 @@ def _contiguous_slice(name: str, channels: List[int]) -> Tuple[int, int]:
     return channels[0], channels[-1] + 1
 
 
-def _feature_tower(in_chs: int, divisor: int, pool5_stride: int, dd: Dict[str, Any]) -> nn.Sequential:
+def parse_layers(layers: Dict[str, List[list]]) -> Tuple[List[ConvLayer], List[FcLayer]]:
+    """A layer table (``ALEXNET_LAYERS``'s form, tuples or lists) -> its typed rows."""
+    try:
+        convs = [ConvLayer(*row) for row in layers['convs']]
+        fcs = [FcLayer(*row) for row in layers['fcs']]
+    except (KeyError, TypeError) as e:
+        raise InputError(f'layers: expected {{"convs": [[name, out_chs, kernel, stride, padding, pool], ...], '
+                         f'"fcs": [[name, out_chs, kernel, dilation, padding], ...]}}, got {layers!r} ({e})') from e
+    if not convs or not fcs:
+        raise InputError(f'layers: expected at least one conv and one fc layer, got {len(convs)} and {len(fcs)}')
+    return convs, fcs
+
+
+def _reductions(convs: List[ConvLayer]) -> List[int]:
+    """Stride of each conv output w.r.t. the input: the conv strides and the stride-2 pools before it."""
+    reductions, stride = [], 1
+    for conv in convs:
+        stride *= conv.stride
+        reductions.append(stride)
+        if conv.pool is not None and conv.pool != 'pool5':  # pool5 is the last tap's own pool
+            stride *= 2
+    return reductions
+
+
+def _feature_tower(convs: List[ConvLayer], in_chs: int, divisor: int, pool5_stride: int,
+                   dd: Dict[str, Any]) -> nn.Sequential:
     """conv1..pool5 of one half: AlexNet at 1/divisor of the width, on ``in_chs`` Lab channels."""
     layers: List[Tuple[str, nn.Module]] = []
-    for name, out_chs, kernel, stride, padding, pool in ALEXNET_CONVS:
+    for name, out_chs, kernel, stride, padding, pool in convs:
         out_chs //= divisor
         layers.append((name, nn.Conv2d(in_chs, out_chs, kernel, stride=stride, padding=padding, **dd)))
         layers.append(('relu' + name[-1], nn.ReLU(inplace=True)))
@@ -231,11 +276,10 @@ class GemmConv2d(nn.Conv2d):
         return out.reshape(batch, out_h, out_w, -1).permute(0, 3, 1, 2)                  # NCHW, channels_last
 
 
-def _fc_tower(divisor: int, drop_rate: float, dd: Dict[str, Any]) -> nn.Sequential:
-    """fc6, fc7 of one half, on its own part of pool5."""
-    in_chs = ALEXNET_CONVS[-1][1] // divisor
+def _fc_tower(fcs: List[FcLayer], in_chs: int, divisor: int, drop_rate: float, dd: Dict[str, Any]) -> nn.Sequential:
+    """fc6, fc7 of one half, on its own part of pool5 (``in_chs`` channels)."""
     layers: List[Tuple[str, nn.Module]] = []
-    for name, out_chs, kernel, dilation, padding in ALEXNET_FCS:
+    for name, out_chs, kernel, dilation, padding in fcs:
         out_chs //= divisor
         conv = GemmConv2d if kernel > 1 else nn.Conv2d  # a 1x1 convolution is one GEMM already
         layers.append((name, conv(in_chs, out_chs, kernel, dilation=dilation, padding=padding, **dd)))
@@ -258,6 +302,7 @@ class SplitBrainAlexNet(nn.Module):
         global_pool: timm pool type before the classifier.
         drop_rate: dropout after fc6 and fc7 and before the classifier.
         pool5_stride: 1 keeps the conv5 grid (dense predictions); 2 is the Caffe release's pool5.
+        layers: the layer table, ``ALEXNET_LAYERS`` by default (see there); widths are full-network widths.
     """
 
     def __init__(
@@ -269,6 +314,7 @@ class SplitBrainAlexNet(nn.Module):
             global_pool: str = 'avg',
             drop_rate: float = 0.,
             pool5_stride: int = 1,
+            layers: Optional[Dict[str, List[list]]] = None,
             device=None,
             dtype=None,
     ) -> None:
@@ -286,9 +332,11 @@ class SplitBrainAlexNet(nn.Module):
             raise InputError(
                 f'pretext: expected half names from {sorted(halves)} mapped to targets from '
                 f'{sorted(PRETEXT_TARGETS)}, got {unknown}')
+        convs, fcs = parse_layers(ALEXNET_LAYERS if layers is None else layers)
         divisor = len(halves)
-        if any(chs % divisor for _, chs, *_ in ALEXNET_CONVS + ALEXNET_FCS):
-            raise InputError(f'halves: AlexNet widths do not split into {divisor} equal halves')
+        if any(layer.out_chs % divisor for layer in convs + fcs):
+            raise InputError(f'halves: expected layer widths that split into {divisor} equal halves, got '
+                             f'{[layer.out_chs for layer in convs + fcs]}')
 
         self.halves = {name: list(channels) for name, channels in halves.items()}
         self.pretext_targets = pretext
@@ -296,30 +344,31 @@ class SplitBrainAlexNet(nn.Module):
         self.in_chans = in_chans
         self.drop_rate = drop_rate
         self.pool5_stride = pool5_stride
+        self.convs, self.fcs = convs, fcs
 
         self.data_lab = DataLab(in_chans, **dd)
         lab_slices = [_contiguous_slice(name, channels) for name, channels in halves.items()]
         self.features = Halves(
-            {name: _feature_tower(stop - start, divisor, pool5_stride, dd)
+            {name: _feature_tower(convs, stop - start, divisor, pool5_stride, dd)
              for name, (start, stop) in zip(halves, lab_slices)},
             lab_slices)
-        pool5_width = ALEXNET_CONVS[-1][1] // divisor
+        pool5_width = convs[-1].out_chs // divisor
         self.pre_logits = Halves(
-            {name: _fc_tower(divisor, drop_rate, dd) for name in halves},
+            {name: _fc_tower(fcs, pool5_width, divisor, drop_rate, dd) for name in halves},
             [(i * pool5_width, (i + 1) * pool5_width) for i in range(divisor)])
         self.pretext = nn.ModuleDict({
-            name: GemmConv2d(ALEXNET_FCS[-1][1] // divisor, PRETEXT_TARGETS[target].out_chans, 1, **dd)
+            name: GemmConv2d(fcs[-1].out_chs // divisor, PRETEXT_TARGETS[target].out_chans, 1, **dd)
             for name, target in pretext.items()
         })
-        self.num_features = ALEXNET_CONVS[-1][1]
-        self.head_hidden_size = ALEXNET_FCS[-1][1]
+        self.num_features = convs[-1].out_chs
+        self.head_hidden_size = fcs[-1].out_chs
         self.head = ClassifierHead(self.head_hidden_size, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
         # Taps are the conv outputs after ReLU, as the paper's linear probes read them.
         layer_names = list(next(iter(self.features.branches.values()))._modules)
-        self.feature_ends = [layer_names.index('relu' + conv[0][-1]) for conv in ALEXNET_CONVS]
+        self.feature_ends = [layer_names.index('relu' + conv.name[-1]) for conv in convs]
         self.feature_info = [
-            dict(num_chs=chs, reduction=reduction, module=name)
-            for (name, chs, *_), reduction in zip(ALEXNET_CONVS, FEATURE_REDUCTIONS)
+            dict(num_chs=conv.out_chs, reduction=reduction, module=conv.name)
+            for conv, reduction in zip(convs, _reductions(convs))
         ]
         self._init_weights()
 
@@ -341,6 +390,7 @@ class SplitBrainAlexNet(nn.Module):
             halves=self.halves, pretext=self.pretext_targets, num_classes=self.num_classes,
             in_chans=self.in_chans, global_pool=self.head.global_pool.pool_type, drop_rate=self.drop_rate,
             pool5_stride=self.pool5_stride,
+            layers={'convs': [list(conv) for conv in self.convs], 'fcs': [list(fc) for fc in self.fcs]},
         )
 
     @torch.jit.ignore
