@@ -87,6 +87,17 @@ def test_halves_are_disjoint(perturbed, unaffected):
     torch.testing.assert_close(pretext_a[unaffected], pretext_b[unaffected], rtol=0, atol=0)
 
 
+def test_forward_intermediates_stop_early_ends_at_the_last_tap():
+    model = timm.create_model('splitbrain_alexnet').eval()
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        final, (conv2,) = model.forward_intermediates(x, indices=[1], stop_early=True)
+        whole, (conv2_again,) = model.forward_intermediates(x, indices=[1])
+    torch.testing.assert_close(final, conv2, rtol=0, atol=0)  # nothing ran past conv2
+    torch.testing.assert_close(conv2, conv2_again, rtol=0, atol=0)
+    assert whole.shape == model.forward_features(x).shape != final.shape
+
+
 def test_greyscale_input():
     model = timm.create_model('splitbrain_alexnet', in_chans=1).eval()
     rgb_model = timm.create_model('splitbrain_alexnet').eval()

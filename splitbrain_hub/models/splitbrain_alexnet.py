@@ -425,14 +425,15 @@ class SplitBrainAlexNet(nn.Module):
         Args:
             x: RGB (or greyscale) input in [0, 1], (N, in_chans, H, W).
             indices: last n taps if int, all if None, else the tap indices (0 = conv1).
-            norm, stop_early: timm API; there is no final norm, and every layer runs unless
-                ``intermediates_only`` (then layers past the last tap are skipped).
+            norm: timm API; there is no final norm.
+            stop_early: skip the layers past the last tap; the final features are then that tap's output.
+                ``intermediates_only`` skips them too (nothing else would use them).
             output_fmt: only 'NCHW'.
         """
         if output_fmt != 'NCHW':
             raise InputError(f"output_fmt: expected 'NCHW', got {output_fmt!r}")
         take_indices, max_index = feature_take_indices(len(self.feature_ends), indices)
-        last_layer = self.feature_ends[max_index] if intermediates_only else -1
+        last_layer = self.feature_ends[max_index] if stop_early or intermediates_only else -1
         lab = self.data_lab(x)
         taps: List[List[torch.Tensor]] = [[] for _ in take_indices]
         finals: List[torch.Tensor] = []
