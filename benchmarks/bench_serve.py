@@ -31,8 +31,8 @@ import torch
 from PIL import Image
 
 import splitbrain_hub
-from splitbrain_hub.inference import DEFAULT_MODEL, load_model
-from splitbrain_hub.weights import shipped_weights_path
+from splitbrain_hub.inference import load_model
+from splitbrain_hub.weights import DEFAULT_ARCHITECTURE, shipped_weights_path
 
 CLIENTS = (1, 4, 16, 64)
 
@@ -49,11 +49,11 @@ def photo_512() -> Image.Image:
 def weights_path(given, tmp: Path) -> str:
     if given:
         return given
-    shipped = shipped_weights_path(DEFAULT_MODEL, 'tinyimagenet_128')
+    shipped = shipped_weights_path(DEFAULT_ARCHITECTURE, 'tinyimagenet_128')
     if shipped.is_file():
         return str(shipped)
     import timm
-    splitbrain_hub.save_pretrained(timm.create_model(DEFAULT_MODEL), tmp / 'random')
+    splitbrain_hub.save_pretrained(timm.create_model(DEFAULT_ARCHITECTURE), tmp / 'random')
     return str(tmp / 'random')
 
 

@@ -31,12 +31,13 @@ from PIL import Image
 
 from . import __version__, distributed, jobs, loader
 from .errors import InputError, SplitBrainError
-from .inference import (DEFAULT_MODEL, DEFAULT_TEMPERATURE, FEATURE_LAYERS, colorize, extract_features, load_model,
+from .inference import (DEFAULT_TEMPERATURE, FEATURE_LAYERS, colorize, extract_features, load_model,
                         predict_lightness, resolve_device)
 from .precision import AMP_SETTINGS
 from .serve import command as serve_command  # argparse only; the web stack is imported when serve runs
 from .upsample import DEFAULT_UPSAMPLE, UPSAMPLERS
-from .weights import WEIGHTS_NAME, atomic_write, resolve_pretrained_cfg_file, sha256_of
+from .files import atomic_write
+from .weights import sha256_of, weights_file
 
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
 
@@ -58,7 +59,7 @@ class Command:
 # --- writing outputs ------------------------------------------------------------------------------
 
 def _write(path: Path, write: Callable[[str], None]) -> None:
-    """``write(tmp)`` to a temporary file renamed over ``path`` (see ``weights.atomic_write``)."""
+    """``write(tmp)`` to a temporary file renamed over ``path`` (see ``files.atomic_write``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, write)
 
@@ -230,12 +231,9 @@ def _run_info(args: argparse.Namespace) -> int:
     print(f'splitbrain-hub {__version__} (torch {torch.__version__})')
     print(f'device: {resolve_device(args.device)}')
     try:
+        source = weights_file(args.weights)
         if args.weights is not None:
-            weights = Path(args.weights)
-            source = weights / WEIGHTS_NAME if weights.is_dir() else weights
             load_model(args.weights, 'cpu')  # proves the file loads
-        else:
-            source = Path(resolve_pretrained_cfg_file(DEFAULT_MODEL).file)
     except SplitBrainError as e:
         print(f'weights: none usable: {e}')
         return EXIT_USAGE

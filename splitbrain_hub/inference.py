@@ -29,7 +29,7 @@ from .models.splitbrain_alexnet import PRETEXT_TARGETS, REGRESSION_SCALE
 from .precision import autocast, autocast_dtype
 from .quantize import ab_bin_centers, annealed_mean_from_logits, l_bin_centers
 from .upsample import DEFAULT_UPSAMPLE, Bilinear, Upsampler, resolve_upsampler
-from .weights import DEFAULT_ARCHITECTURE as DEFAULT_MODEL, load_pretrained
+from .weights import DEFAULT_ARCHITECTURE, load_pretrained
 
 __all__ = ['colorize', 'predict_lightness', 'extract_features', 'load_model', 'resolve_device',
            'CrossChannelTask', 'COLORIZE', 'LIGHTNESS', 'FEATURE_LAYERS']
@@ -121,7 +121,7 @@ def load_model(weights: Union[str, Path, None] = None, device: Union[str, torch.
 def _load_weights(weights: Union[str, Path, None]) -> torch.nn.Module:
     import timm
     if weights is None:
-        return timm.create_model(DEFAULT_MODEL, pretrained=True)
+        return timm.create_model(DEFAULT_ARCHITECTURE, pretrained=True)
     return load_pretrained(weights)
 
 
@@ -157,16 +157,22 @@ def _check_temperature(temperature: Any) -> float:
     return float(temperature)
 
 
+def _sides(value: Any, what: str, low: int, high: Optional[int] = None) -> Tuple[int, int]:
+    """An int or (height, width) of ints in [low, high] (no upper bound when ``high`` is None) -> (height, width)."""
+    sides = (value, value) if isinstance(value, int) else tuple(value) if isinstance(value, (tuple, list)) else ()
+    if len(sides) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and low <= s
+                                  and (high is None or s <= high) for s in sides):
+        bounds = f'in [{low}, {high}]' if high is not None else f'>= {low}'
+        raise InputError(f'{what}: expected None, an int or (height, width) with sides {bounds}, got {value!r}')
+    return sides
+
+
 def _network_size(model: torch.nn.Module, size: Any) -> Tuple[int, int]:
     """``size`` (None: the model's pretrained input size; an int; or (height, width)) checked."""
     if size is None:
         cfg = getattr(model, 'pretrained_cfg', None) or {}
         return tuple(cfg.get('input_size', (3, 227, 227))[-2:])
-    sides = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, (tuple, list)) else ()
-    low, high = SIZE_RANGE
-    if len(sides) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and low <= s <= high for s in sides):
-        raise InputError(f'size: expected None, an int or (height, width) with sides in [{low}, {high}], got {size!r}')
-    return sides
+    return _sides(size, 'size', *SIZE_RANGE)
 
 
 def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -317,13 +323,6 @@ def _layer_indices(model: torch.nn.Module, layers: Sequence[str]) -> List[int]:
     return [names.index(layer) for layer in layers]
 
 
-def _pool_size(pool: Any) -> Optional[Tuple[int, int]]:
-    if pool is None:
-        return None
-    sides = (pool, pool) if isinstance(pool, int) else tuple(pool) if isinstance(pool, (tuple, list)) else ()
-    if len(sides) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sides):
-        raise InputError(f'pool: expected None, an int >= 1 or (height, width), got {pool!r}')
-    return sides
 
 
 def extract_features(images: Any, layers: Sequence[str] = FEATURE_LAYERS, *, pool: Union[int, Tuple[int, int], None] = None,
@@ -349,7 +348,7 @@ def extract_features(images: Any, layers: Sequence[str] = FEATURE_LAYERS, *, poo
     model, device = _model_and_device(model, device)
     amp_dtype = autocast_dtype(amp, device)
     indices = _layer_indices(model, layers)
-    pool = _pool_size(pool)
+    pool = None if pool is None else _sides(pool, 'pool', 1)
     size = _network_size(model, size)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f'batch_size: expected an int >= 1, got {batch_size!r}')

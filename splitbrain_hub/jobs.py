@@ -256,7 +256,7 @@ def _clean_and_check(outputs: Iterable[Path]) -> Set[Path]:
     """Which of ``outputs`` exist; temporary files left next to them by a killed run are removed.
 
     Each folder is listed once (a million outputs are a million ``stat`` calls otherwise, slow on network
-    filesystems). ``weights.atomic_write`` names a temporary ``.<name>.<random>.tmp``.
+    filesystems). ``files.atomic_write`` names a temporary ``.<name>.<random>.tmp``.
     """
     by_folder: Dict[Path, Set[str]] = {}
     for output in outputs:

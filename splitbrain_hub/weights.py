@@ -17,8 +17,6 @@ naming the repo and what was tried. Only safetensors are read: a pickle never is
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Optional, Tuple, Union
 
@@ -27,6 +25,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import WeightsError
+from .files import atomic_write
 
 _logger = logging.getLogger(__name__)
 
@@ -42,27 +41,6 @@ def sha256_of(path: Union[str, Path]) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b''):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-_UMASK = os.umask(0o022)  # reading the umask means setting it: set it straight back
-os.umask(_UMASK)
-
-
-def atomic_write(path: Path, write) -> None:
-    """``write(tmp_path)`` then rename over ``path``: a killed process never leaves half a file.
-
-    The temporary file is ``.<name>.<random>.tmp`` next to ``path`` and gets the permissions of an
-    ordinary new file (mkstemp's are owner-only).
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_safetensors(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
@@ -102,7 +80,7 @@ def save_pretrained(model: torch.nn.Module, directory: Union[str, Path], dtype: 
         if k not in ('file', 'state_dict', 'source') and v is not None
     }
     config = {
-        'architecture': pretrained_cfg.get('architecture', 'splitbrain_alexnet'),
+        'architecture': pretrained_cfg.get('architecture', DEFAULT_ARCHITECTURE),
         'num_classes': model.num_classes,
         'num_features': model.num_features,
         'pretrained_cfg': pretrained_cfg,
@@ -115,6 +93,16 @@ def save_pretrained(model: torch.nn.Module, directory: Union[str, Path], dtype: 
     return weights_path
 
 
+def weights_file(path: Union[str, Path, None]) -> Path:
+    """The weights file ``path`` names: a ``save_pretrained`` folder's ``model.safetensors``, ``path`` itself,
+    or for None the pretrained model's file (found as ``timm.create_model(DEFAULT_ARCHITECTURE, pretrained=True)``
+    finds it)."""
+    if path is None:
+        return Path(resolve_pretrained_cfg_file(DEFAULT_ARCHITECTURE).file)
+    path = Path(path)
+    return path / WEIGHTS_NAME if path.is_dir() else path
+
+
 def load_pretrained(path: Union[str, Path], **kwargs: Any) -> torch.nn.Module:
     """Build and load the model of a ``save_pretrained`` folder, its ``model.safetensors``, or a bare file.
 
@@ -123,8 +111,7 @@ def load_pretrained(path: Union[str, Path], **kwargs: Any) -> torch.nn.Module:
     shipped weights are. ``kwargs`` override the model arguments (e.g. ``num_classes=10``).
     """
     import timm
-    path = Path(path)
-    weights_path = path / WEIGHTS_NAME if path.is_dir() else path
+    weights_path = weights_file(path)
     if not weights_path.is_file():
         raise WeightsError(f'{path}: expected a save_pretrained folder or a .safetensors file, but it does not exist')
     config_path = weights_path.parent / CONFIG_NAME

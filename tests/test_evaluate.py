@@ -8,7 +8,7 @@ from splitbrain_hub.color import lab_to_rgb, rgb_to_lab
 from splitbrain_hub.errors import InputError
 from splitbrain_hub.quantize import ab_bin_centers, hard_encode
 from training.evaluate import (
-    PROBE_GRIDS, ProbeConfig, ab_error_auc, chroma, colour_mask, load_model, nearest_ab_bins, probe_features, psnr,
+    PROBE_GRIDS, ProbeConfig, ab_error_auc, chroma, colour_mask, load_frozen_model, nearest_ab_bins, probe_features, psnr,
     train_probe,
 )
 
@@ -47,7 +47,7 @@ def test_probe_is_deterministic_and_accepts_float16():
 
 
 def test_probe_features_have_the_paper_sizes():
-    model = load_model('gaussian', seed=0).model
+    model = load_frozen_model('gaussian', seed=0).model
     images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
     features = probe_features(model, images, input_size=128)
     sizes = {layer: f.shape[1] for layer, f in features.items()}
@@ -57,13 +57,13 @@ def test_probe_features_have_the_paper_sizes():
 
 
 def test_gaussian_model_is_fixed_by_its_seed():
-    assert load_model('gaussian', seed=3).sha256 == load_model('gaussian', seed=3).sha256
-    assert load_model('gaussian', seed=3).sha256 != load_model('gaussian', seed=4).sha256
+    assert load_frozen_model('gaussian', seed=3).sha256 == load_frozen_model('gaussian', seed=3).sha256
+    assert load_frozen_model('gaussian', seed=3).sha256 != load_frozen_model('gaussian', seed=4).sha256
 
 
 def test_load_model_rejects_a_missing_file(tmp_path):
     with pytest.raises(InputError, match='--weights'):
-        load_model(str(tmp_path / 'nothing.safetensors'))
+        load_frozen_model(str(tmp_path / 'nothing.safetensors'))
 
 
 def test_auc_of_a_perfect_prediction_is_one():

@@ -310,7 +310,7 @@ def test_features_pool_resizes_and_mixed_inputs_are_resized(model):
     (dict(layers='conv1'), 'layers: expected distinct names'),
     (dict(layers=['conv1', 'conv1']), 'layers: expected distinct names'),
     (dict(layers=[]), 'layers: expected distinct names'),
-    (dict(pool=0), r'pool: expected None, an int >= 1 or \(height, width\), got 0'),
+    (dict(pool=0), r'pool: expected None, an int or \(height, width\) with sides >= 1, got 0'),
     (dict(pool=(2, 2, 2)), 'pool: expected None'),
     (dict(batch_size=0), 'batch_size: expected an int >= 1, got 0'),
 ])

@@ -51,7 +51,8 @@ from splitbrain_hub.models.splitbrain_alexnet import PRETEXT_TARGETS, REGRESSION
 from splitbrain_hub.precision import AMP_SETTINGS, autocast, autocast_dtype, precision_name
 from splitbrain_hub.quantize import AB_GRID_SIZE, ab_bin_centers, annealed_mean_from_logits, hard_encode, rebalance_weights
 from splitbrain_hub.upsample import UPSAMPLERS, Bilinear, GuidedFilter
-from splitbrain_hub.weights import WEIGHTS_NAME, atomic_write, load_pretrained, sha256_of
+from splitbrain_hub.files import atomic_write
+from splitbrain_hub.weights import WEIGHTS_NAME, load_pretrained, sha256_of, weights_file
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = REPO.parent / 'shared' / 'datasets' / 'tiny-imagenet'
@@ -132,7 +133,7 @@ class LoadedModel:
     source: str
 
 
-def load_model(weights: str, name: Optional[str] = None, seed: int = 0) -> LoadedModel:
+def load_frozen_model(weights: str, name: Optional[str] = None, seed: int = 0) -> LoadedModel:
     """A frozen model in eval mode from ``gaussian``, a ``.safetensors`` file or a save_pretrained folder."""
     if weights == 'gaussian':
         torch.manual_seed(seed)
@@ -141,13 +142,12 @@ def load_model(weights: str, name: Optional[str] = None, seed: int = 0) -> Loade
         digest = hashlib.sha256(save(state)).hexdigest()
         return LoadedModel(name or f'gaussian_seed{seed}', model.eval().requires_grad_(False), digest,
                            f'alexnet_lab random init, torch.manual_seed({seed})')
-    path = Path(weights)
-    file = path / WEIGHTS_NAME if path.is_dir() else path
+    file = weights_file(weights)
     if not file.is_file():
         raise InputError(f'--weights: expected "gaussian", a .safetensors file or a folder with {WEIGHTS_NAME}, '
                          f'got {weights!r}')
     model = load_pretrained(file)  # a bare file is the released split-brain recipe, as the shipped weights
-    default_name = file.parent.name if path.is_dir() else file.stem
+    default_name = file.parent.name if Path(weights).is_dir() else file.stem
     return LoadedModel(name or default_name, model.eval().requires_grad_(False), sha256_of(file), str(file))
 
 
@@ -639,7 +639,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     folder = args.command == 'colorization' and not any(Path(args.data).glob('val-*.tar'))
     input_size = args.input_size or (None if folder else 128)
 
-    models = [load_model(path, name, args.seed) for name, path in map(_named, args.weights)]
+    models = [load_frozen_model(path, name, args.seed) for name, path in map(_named, args.weights)]
     start = time.perf_counter()
     if args.command == 'linear-probe':
         config = ProbeConfig(epochs=args.epochs, seed=args.probe_seed)

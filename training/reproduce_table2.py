@@ -29,8 +29,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from splitbrain_hub.precision import AMP_SETTINGS  # noqa: E402
+from splitbrain_hub.weights import CONFIG_NAME, weights_file  # noqa: E402
 from training.evaluate import (  # noqa: E402
-    CACHE, DATASET, LAYERS, PROBE_GRIDS, REPO, ProbeConfig, linear_probe, load_model, write_json,
+    CACHE, DATASET, LAYERS, PROBE_GRIDS, REPO, ProbeConfig, linear_probe, load_frozen_model, write_json,
 )
 from training.train import RUNS_DIR  # noqa: E402
 
@@ -107,8 +108,7 @@ def images_seen(weights: str) -> Optional[int]:
     """Training images the weights saw, from the config.json the trainer's export writes (0 untrained)."""
     if weights == 'gaussian':
         return 0
-    path = Path(weights)
-    config = (path if path.is_dir() else path.parent) / 'config.json'
+    config = weights_file(weights).parent / CONFIG_NAME
     if not config.is_file():
         return None
     return json.loads(config.read_text()).get('training', {}).get('images_seen')
@@ -116,7 +116,7 @@ def images_seen(weights: str) -> Optional[int]:
 
 def train_seconds(weights: str) -> Optional[float]:
     """The trainer's own count of training seconds (all resumes together), from the export's config.json."""
-    config = Path(weights) / 'config.json'
+    config = weights_file(weights).parent / CONFIG_NAME
     seconds = json.loads(config.read_text()).get('training', {}).get('train_seconds') if config.is_file() else None
     return None if seconds is None else round(seconds, 1)
 
@@ -232,7 +232,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 if trained_now:  # wall time of this invocation's training (a resumed run: its remainder only)
                     timings[f'{key}_s{seed}_train'] = round(time.perf_counter() - start, 1)
                 timings[f'{key}_s{seed}_train_seconds_in_run'] = train_seconds(weights)
-            loaded = load_model(weights, name=f'{key}_s{seed}', seed=seed)
+            loaded = load_frozen_model(weights, name=f'{key}_s{seed}', seed=seed)
             old = [r for r in kept if r['row'] == key and r['seed'] == seed and r['weights_sha256'] == loaded.sha256]
             if len(old) == len(LAYERS):
                 results.extend(old)

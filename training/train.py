@@ -43,7 +43,8 @@ import splitbrain_hub  # noqa: F401  (registers the models in timm)
 from splitbrain_hub.errors import InputError
 from splitbrain_hub.precision import autocast, autocast_dtype, precision_name
 from splitbrain_hub.quantize import ab_bin_centers, ab_bin_count, hard_encode
-from splitbrain_hub.weights import DEFAULT_ARCHITECTURE, WEIGHTS_NAME, atomic_write, save_pretrained, sha256_of
+from splitbrain_hub.files import atomic_write
+from splitbrain_hub.weights import DEFAULT_ARCHITECTURE, WEIGHTS_NAME, save_pretrained, sha256_of
 from training.data import BatchStream, build_index, make_loader
 from training.objectives import DEFAULT_OBJECTIVE, Objective, downsample, get_objective
 

@@ -39,6 +39,7 @@ from timm.models._features import feature_take_indices
 from ..color import _rgb_to_lab
 from ..errors import InputError, WeightsError
 from ..quantize import L_BIN_COUNT, ab_bin_count
+from ..weights import resolve_pretrained_cfg_file
 
 __all__ = ['ALEXNET_LAYERS', 'ConvLayer', 'FcLayer', 'SplitBrainAlexNet', 'PRETEXT_TARGETS', 'SPLIT_BRAIN_HALVES',
            'SPLIT_BRAIN_PRETEXT']
@@ -536,8 +537,6 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: SplitBrainA
 
 
 def _create_splitbrain_alexnet(variant: str, pretrained: bool = False, **kwargs: Any) -> SplitBrainAlexNet:
-    # Imported here: weights.py imports this module for config round trips.
-    from ..weights import resolve_pretrained_cfg_file
     if pretrained:
         kwargs['pretrained_cfg'] = resolve_pretrained_cfg_file(
             variant, kwargs.pop('pretrained_cfg', None), kwargs.pop('pretrained_cfg_overlay', None),

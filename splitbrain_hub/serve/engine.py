@@ -5,7 +5,6 @@ splits into one result per image. A batch key is ``(operation, parameters)``, wh
 the keyword arguments that change the forward pass; the micro-batcher only batches images with equal keys.
 """
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence
 
 from PIL import Image
@@ -13,7 +12,7 @@ from PIL import Image
 from .. import __version__
 from ..inference import colorize, extract_features, load_model, predict_lightness
 from ..quantize import ab_bin_count
-from ..weights import WEIGHTS_NAME, resolve_pretrained_cfg_file, sha256_of
+from ..weights import DEFAULT_ARCHITECTURE, sha256_of, weights_file
 
 __all__ = ['Engine', 'OPERATIONS', 'batch_key']
 
@@ -46,15 +45,8 @@ class Engine:
     def __init__(self, weights: Optional[str], device: Optional[str]) -> None:
         self.model = load_model(weights, device)
         self.device = str(next(self.model.parameters()).device)
-        self.weights_file = self._weights_file(weights)
+        self.weights_file = weights_file(weights)
         self.weights_sha256 = sha256_of(self.weights_file)
-
-    @staticmethod
-    def _weights_file(weights: Optional[str]) -> Path:
-        if weights is None:
-            return Path(resolve_pretrained_cfg_file('splitbrain_alexnet').file)
-        path = Path(weights)
-        return path / WEIGHTS_NAME if path.is_dir() else path
 
     def run_batch(self, key: Hashable, images: Sequence[Image.Image]) -> List[Any]:
         """One forward pass over ``images`` (called on the batcher's thread)."""
@@ -67,7 +59,7 @@ class Engine:
         cfg = self.model.pretrained_cfg or {}
         return {
             'version': __version__,
-            'architecture': cfg.get('architecture', 'splitbrain_alexnet'),
+            'architecture': cfg.get('architecture', DEFAULT_ARCHITECTURE),
             'weights': self.weights_file.name,
             'weights_sha256': self.weights_sha256,
             'device': self.device,
