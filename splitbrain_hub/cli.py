@@ -19,7 +19,6 @@ import argparse
 import json
 import sys
 import time
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from .precision import AMP_SETTINGS
 from .serve import command as serve_command  # argparse only; the web stack is imported when serve runs
 from .upsample import DEFAULT_UPSAMPLE, UPSAMPLERS
 from .files import atomic_write
+from .images import DEFAULT_MAX_PIXELS
 from .weights import sha256_of, weights_file
 
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
@@ -140,7 +140,7 @@ def _run_batches(args: argparse.Namespace, name: str, layout: jobs.Layout, proce
         failures = (missing if rank.rank == 0 else []) + failures  # every rank finds the same missing inputs
         done, waiting = 0, 0.0
         workers = loader.default_workers(rank.local_world_size) if args.workers is None else args.workers
-        decoded_batches = iter(loader.decoded_batches(batches, workers, pin_memory=device.type == 'cuda'))
+        decoded_batches = iter(loader.decoded_batches(batches, workers, device.type == 'cuda', args.max_pixels))
         desc = name if rank.world_size == 1 else f'{name} ({rank})'
         with tqdm(total=sum(len(b.jobs) for b in batches), unit='img', desc=desc, file=sys.stderr,
                   disable=None if rank.rank == 0 else True) as bar:
@@ -287,8 +287,8 @@ def _batch_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--batch-size', type=_positive_int, default=8, help='images per forward pass (default 8)')
     parser.add_argument('--size', type=_positive_int, help='network input side (default: the model\'s)')
     parser.add_argument('--overwrite', action='store_true', help='redo inputs whose outputs exist (default: skip)')
-    parser.add_argument('--max-pixels', type=_positive_int,
-                        help=f'refuse larger images (default: Pillow\'s {Image.MAX_IMAGE_PIXELS:,})')
+    parser.add_argument('--max-pixels', type=_positive_int, default=DEFAULT_MAX_PIXELS,
+                        help=f'refuse images of more pixels (default {DEFAULT_MAX_PIXELS:,}, Pillow\'s own limit)')
     _model_arguments(parser)
 
 
@@ -360,10 +360,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
-    # Pillow warns between its limit and twice it; images.read_image refuses those with a clearer message.
-    warnings.simplefilter('ignore', Image.DecompressionBombWarning)
-    if getattr(args, 'max_pixels', None) is not None:
-        Image.MAX_IMAGE_PIXELS = args.max_pixels
     try:
         return COMMANDS[args.command].run(args)
     except SplitBrainError as e:

@@ -2,7 +2,7 @@
 
 Request path for ``POST /v1/colorize``: the guard (``RequestGuard``) refuses new work while draining,
 counts the request as in flight and reads the body (bounded bytes and time) -> FastAPI parses the form
-and checks the parameters -> ``uploads.decode_image`` sniffs and decodes the image on a worker thread ->
+and checks the parameters -> ``images.decode_image`` sniffs and decodes the image on a worker thread ->
 ``MicroBatcher.submit`` waits for a shared forward pass -> the result is encoded on a worker thread.
 
 The model loads in the background after start-up: ``/healthz`` answers at once, ``/readyz`` only once
@@ -29,13 +29,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import SplitBrainError
+from ..images import IMAGE_FORMATS, decode_image
 from ..inference import DEFAULT_TEMPERATURE, FEATURE_LAYERS, SIZE_RANGE, TEMPERATURE_RANGE
 from ..upsample import DEFAULT_UPSAMPLE, UPSAMPLERS
 from .batcher import MicroBatcher, QueueFull
 from .config import CONFIG_ENV, ServeConfig
 from .engine import Engine, batch_key
-from .errors import ApiError, responses
-from .uploads import MEDIA_TYPES, choose_media_type, decode_image, encode_image
+from .errors import ApiError, refused_image, responses
+from .uploads import MEDIA_TYPES, choose_media_type, encode_image
 
 __all__ = ['create_app', 'app_from_env']
 
@@ -248,7 +249,10 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def predict(image: UploadFile, key) -> Any:
         state.require_engine()
         data = await image.read()
-        decoded = await run_in_threadpool(decode_image, data, config.max_pixels, 'image')
+        try:
+            decoded = await run_in_threadpool(decode_image, data, config.max_pixels, 'image')
+        except SplitBrainError as e:
+            raise refused_image(e) from e
         try:
             return await asyncio.wait_for(state.batcher.submit(key, decoded), config.request_timeout_s)
         except QueueFull as e:
@@ -257,14 +261,14 @@ def create_app(config: ServeConfig) -> FastAPI:
             raise ApiError(504, 'inference_timeout',
                            f'no result within {config.request_timeout_s:g} s; retry later') from e
         except SplitBrainError as e:  # the model cannot take this image (mode, values...)
-            raise ApiError(422, 'invalid_image', str(e)) from e
+            raise refused_image(e) from e
 
     async def image_answer(request: Request, result) -> Response:
         media_type = choose_media_type(request.headers.get('accept'))
         body = await run_in_threadpool(encode_image, result.value, media_type)
         return Response(body, media_type=media_type, headers={'X-Batch-Size': str(result.batch_size)})
 
-    image_field = File(..., description='the photo: JPEG, PNG, GIF, BMP, TIFF or WebP (sniffed from the bytes)')
+    image_field = File(..., description=f'the photo: {", ".join(IMAGE_FORMATS)} (sniffed from the bytes)')
 
     def temperature_field():
         return Form(DEFAULT_TEMPERATURE, ge=temperature_low, le=temperature_high, allow_inf_nan=False,

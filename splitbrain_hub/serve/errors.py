@@ -4,11 +4,14 @@ Every refusal is an ``ApiError`` with an HTTP status and a stable machine-readab
 app turns it into ``{"error": <code>, "detail": <what was wrong, for a human>}``. Nothing else ever
 reaches a client: unexpected exceptions become a bare ``internal_error`` without a stack trace.
 """
-from typing import Dict, Optional
+from typing import Dict, Optional, Type
 
 from pydantic import BaseModel
 
-__all__ = ['ApiError', 'ErrorBody', 'ERROR_CODES', 'responses']
+from ..errors import (CorruptImageError, EmptyImageError, InputError, SplitBrainError, TooManyPixelsError,
+                      UnsupportedFormatError)
+
+__all__ = ['ApiError', 'ErrorBody', 'ERROR_CODES', 'INPUT_ERROR_CODES', 'refused_image', 'responses']
 
 
 class ErrorBody(BaseModel):
@@ -43,6 +46,21 @@ ERROR_CODES = {
     'shutting_down': (503, 'the server is draining before exit'),
     'inference_timeout': (504, 'the image waited and ran longer than the request timeout'),
 }
+
+
+# The package's refusals of an image -> error codes; any other refusal is 'invalid_image'.
+INPUT_ERROR_CODES: Dict[Type[InputError], str] = {
+    EmptyImageError: 'empty_upload',
+    UnsupportedFormatError: 'unsupported_media_type',
+    CorruptImageError: 'corrupt_image',
+    TooManyPixelsError: 'too_many_pixels',
+}
+
+
+def refused_image(error: SplitBrainError) -> ApiError:
+    """The answer to an image the package refused (decoding it, or running the model on it)."""
+    code = next((code for kind, code in INPUT_ERROR_CODES.items() if isinstance(error, kind)), 'invalid_image')
+    return ApiError(ERROR_CODES[code][0], code, str(error))
 
 
 def responses(*codes: str) -> Dict[int, dict]:
