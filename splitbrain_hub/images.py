@@ -293,12 +293,13 @@ def load_batch(image: Any, name: str = 'image') -> ImageBatch:
     raise InputError(f'{name}: expected a path, PIL image, numpy array or torch tensor, got {type(image).__name__}')
 
 
-def load_batches(images: Any) -> List[ImageBatch]:
-    """One input or a list / tuple of them -> one ``ImageBatch`` each, named ``image[i]`` in a list."""
+def load_batches(images: Any, start: int = 0) -> List[ImageBatch]:
+    """One input or a list / tuple of them -> one ``ImageBatch`` each, named ``image[start + i]`` in a list
+    (``start``: where the list sits in the caller's longer one)."""
     if isinstance(images, (list, tuple)):
         if not images:
             raise InputError('images: expected at least one image, got an empty list')
-        return [load_batch(image, str(image) if isinstance(image, (str, Path)) else f'image[{i}]')
+        return [load_batch(image, str(image) if isinstance(image, (str, Path)) else f'image[{start + i}]')
                 for i, image in enumerate(images)]
     return [load_batch(images, str(images) if isinstance(images, (str, Path)) else 'image')]
 

@@ -12,6 +12,7 @@ regression heads give the channels / ``REGRESSION_SCALE``. So the (reg) variants
 
 The default model (the shipped pretrained weights) is loaded once per device and cached.
 """
+import functools
 import math
 import threading
 from contextlib import contextmanager
@@ -167,6 +168,11 @@ def _sides(value: Any, what: str, low: int, high: Optional[int] = None) -> Tuple
     return sides
 
 
+def _check_batch_size(batch_size: Any) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f'batch_size: expected an int >= 1, got {batch_size!r}')
+
+
 def _network_size(model: torch.nn.Module, size: Any) -> Tuple[int, int]:
     """``size`` (None: the model's pretrained input size; an int; or (height, width)) checked."""
     if size is None:
@@ -243,14 +249,30 @@ def _recombine(lab: torch.Tensor, prediction: torch.Tensor, task: CrossChannelTa
 
 
 def _cross_channel(images: Any, task: CrossChannelTask, temperature: float, model: Optional[torch.nn.Module],
-                   device, size, amp: str, upsample: Upsampler) -> Any:
+                   device, size, amp: str, upsample: Upsampler, batch_size: int) -> Any:
+    """Check the arguments, then predict ``batch_size`` inputs at a time: a long list never holds more
+    than one batch of full-resolution images in memory besides the results."""
     temperature = _check_temperature(temperature)
     upsample = resolve_upsampler(upsample)
     model, device = _model_and_device(model, device)
     amp_dtype = autocast_dtype(amp, device)
     half = _half_for(model, task)
     size = _network_size(model, size)
-    batches = load_batches(images)
+    _check_batch_size(batch_size)
+    predict = functools.partial(_predict_batch, task=task, temperature=temperature, model=model, device=device,
+                                amp_dtype=amp_dtype, half=half, size=size, upsample=upsample)
+    if not isinstance(images, (list, tuple)):
+        return predict(load_batches(images))[0]
+    outputs: List[Any] = []
+    for start in range(0, max(len(images), 1), batch_size):  # an empty list: load_batches says so
+        outputs += predict(load_batches(images[start:start + batch_size], start))
+    return outputs
+
+
+def _predict_batch(batches: List[ImageBatch], task: CrossChannelTask, temperature: float, model: torch.nn.Module,
+                   device: torch.device, amp_dtype: Optional[torch.dtype], half: str, size: Tuple[int, int],
+                   upsample: Upsampler) -> List[Any]:
+    """One forward pass of ``half`` over ``batches``; each result handed back as the kind its input came in."""
     dtype = next(model.parameters()).dtype
     sees = list(task.sees)
     with _evaluating(model, device):
@@ -263,14 +285,13 @@ def _cross_channel(images: Any, task: CrossChannelTask, temperature: float, mode
         predicted = _decode(model, half, raw, task, temperature).split([lab.shape[0] for lab in labs])
         results = [_recombine(lab, prediction, task, upsample) for lab, prediction in zip(labs, predicted)]
     # A returned tensor must be usable with autograd like any other: cloned outside inference mode.
-    outputs = [to_output(result.clone() if batch.kind == 'tensor' else result, batch)
-               for result, batch in zip(results, batches)]
-    return outputs if isinstance(images, (list, tuple)) else outputs[0]
+    return [to_output(result.clone() if batch.kind == 'tensor' else result, batch)
+            for result, batch in zip(results, batches)]
 
 
 def colorize(image: Any, *, temperature: float = DEFAULT_TEMPERATURE, model: Optional[torch.nn.Module] = None,
              device: Union[str, torch.device, None] = None, size: Union[int, Tuple[int, int], None] = None,
-             amp: str = COLORIZE_AMP, upsample: Upsampler = DEFAULT_UPSAMPLE) -> Any:
+             amp: str = COLORIZE_AMP, upsample: Upsampler = DEFAULT_UPSAMPLE, batch_size: int = 16) -> Any:
     """Colorize photos from their lightness alone (the L half of the split brain).
 
     The L half sees L at the network's input size; its ab distribution is decoded by the annealed
@@ -291,6 +312,8 @@ def colorize(image: Any, *, temperature: float = DEFAULT_TEMPERATURE, model: Opt
         upsample: how the coarse ab grid reaches the photo's resolution: 'guided' (a guided filter with
             the full-resolution L as guide: colour stops at the edges L shows), 'bilinear' (colour bleeds
             over edges inside a grid cell), or a ``splitbrain_hub.upsample.GuidedFilter(radius, eps)``.
+        batch_size: inputs of a list per forward pass; a batch is read, predicted and handed back before
+            the next is read, so memory holds one batch of full-resolution images, not the whole list.
     Returns:
         The same kind as given, RGB (RGBA with alpha): PIL for PIL and paths, an array of the input's
         dtype, a tensor of the input's dtype, device and rank; a list for a list.
@@ -298,20 +321,20 @@ def colorize(image: Any, *, temperature: float = DEFAULT_TEMPERATURE, model: Opt
         InputError: an unusable image or argument (see ``images.py``).
         WeightsError: ``model`` is None and no pretrained weights are found.
     """
-    return _cross_channel(image, COLORIZE, temperature, model, device, size, amp, upsample)
+    return _cross_channel(image, COLORIZE, temperature, model, device, size, amp, upsample, batch_size)
 
 
 def predict_lightness(image: Any, *, temperature: float = DEFAULT_TEMPERATURE, model: Optional[torch.nn.Module] = None,
                       device: Union[str, torch.device, None] = None, size: Union[int, Tuple[int, int], None] = None,
-                      amp: str = LIGHTNESS_AMP) -> Any:
+                      amp: str = LIGHTNESS_AMP, batch_size: int = 16) -> Any:
     """Predict lightness from colour alone (the ab half): the paper's grayscale-prediction task.
 
-    Same inputs and arguments as ``colorize`` but no ``upsample`` (bilinear here), and ``amp`` defaults to 'off' (fp32): in bf16 the predicted L
+    Same inputs and arguments (``batch_size`` too) as ``colorize`` but no ``upsample`` (bilinear here), and ``amp`` defaults to 'off' (fp32): in bf16 the predicted L
     moves some pixels by 2 levels. Returns a greyscale image at the original resolution
     (PIL mode L / LA, an HxW (or HxWx1 / HxWx2) array, a 1- or 2-channel tensor).
     """
     # Bilinear only: the guided filter takes a one-channel guide, and this half sees two (a and b).
-    return _cross_channel(image, LIGHTNESS, temperature, model, device, size, amp, Bilinear())
+    return _cross_channel(image, LIGHTNESS, temperature, model, device, size, amp, Bilinear(), batch_size)
 
 
 # --- features -------------------------------------------------------------------------------------
@@ -350,8 +373,7 @@ def extract_features(images: Any, layers: Sequence[str] = FEATURE_LAYERS, *, poo
     indices = _layer_indices(model, layers)
     pool = None if pool is None else _sides(pool, 'pool', 1)
     size = _network_size(model, size)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f'batch_size: expected an int >= 1, got {batch_size!r}')
+    _check_batch_size(batch_size)
     in_chans = getattr(model, 'in_chans', 3)
     batches = load_batches(images)
     dtype = next(model.parameters()).dtype

@@ -12,6 +12,7 @@ from PIL import Image
 import splitbrain_hub
 from splitbrain_hub import InputError, WeightsError, colorize, extract_features, predict_lightness
 from splitbrain_hub.color import lab_to_rgb, rgb_to_lab
+from splitbrain_hub import inference
 from splitbrain_hub.inference import load_model, resolve_device
 from splitbrain_hub.quantize import ab_bin_centers, l_bin_centers
 
@@ -101,6 +102,28 @@ def test_batch_equals_one_by_one(model):
     together = colorize(images, model=model)
     for image, result in zip(images, together):
         np.testing.assert_array_equal(colorize(image, model=model), result)
+
+
+@pytest.mark.parametrize('predict', [colorize, predict_lightness])
+def test_a_long_list_is_read_and_predicted_batch_size_inputs_at_a_time(model, monkeypatch, predict):
+    images = [_photo(seed=i) for i in range(5)]
+    all_at_once = predict(images, model=model, batch_size=8, amp='off')  # bf16 results depend on the batch
+    loaded, forwarded = [], []
+    load_batches, forward_pretext = inference.load_batches, model.forward_pretext
+    monkeypatch.setattr(inference, 'load_batches', lambda chunk, start=0: loaded.append(len(chunk)) or load_batches(chunk, start))
+    monkeypatch.setattr(model, 'forward_pretext', lambda x, **kw: forwarded.append(x.shape[0]) or forward_pretext(x, **kw))
+    in_batches = predict(images, model=model, batch_size=2, amp='off')
+    assert loaded == forwarded == [2, 2, 1]  # never more than one batch of full-resolution images decoded
+    for got, want in zip(in_batches, all_at_once, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_errors_in_a_later_batch_name_the_input_by_its_place_in_the_whole_list(model):
+    images = [_photo(), _photo(), _photo(), np.zeros((1, 1, 3), np.uint8)]
+    with pytest.raises(InputError, match=r'^image\[3\]: expected width and height of at least 2'):
+        colorize(images, model=model, batch_size=2)
+    with pytest.raises(InputError, match='batch_size: expected an int >= 1, got 0'):
+        colorize(images, model=model, batch_size=0)
 
 
 # --- colorize: reference values -------------------------------------------------------------------
