@@ -24,7 +24,9 @@ from splitbrain_hub.quantize import ab_bin_count
 from splitbrain_hub.weights import load_safetensors, sha256_of
 from training.data import BatchStream, build_index, make_loader
 from training.objectives import OBJECTIVES, Objective, get_objective
-from training.train import CHECKPOINT, main, parse_args
+from training.config import parse_args
+from training.export import main as export_main, parse_export_args
+from training.train import CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[1]
 SHARD = REPO.parent / 'shared' / 'datasets' / 'tiny-imagenet' / 'train-000000.tar'
@@ -175,7 +177,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(resumed_runs):
 
 def test_export_round_trip_through_timm(resumed_runs, tmp_path):
     whole, _, _ = resumed_runs
-    main([f'--out_dir={whole}', f'--export={tmp_path}'])
+    export_main([f'--out_dir={whole}', f'--export_dir={tmp_path}'])
     weights = tmp_path / 'model.safetensors'
     config = json.loads((tmp_path / 'config.json').read_text())
     assert config['training']['step'] == RESUME_STEPS and config['pretrained_cfg']['input_size'] == [3, 96, 96]
@@ -200,12 +202,12 @@ def test_export_round_trip_through_timm(resumed_runs, tmp_path):
 
 
 def test_push_to_hub_then_load_by_hf_hub_id(resumed_runs, tmp_path, fake_hub, hf_env):
-    """--export --push_to_hub through huggingface_hub to a loopback Hub, then timm loads it by hf_hub_id."""
+    """training.export --push_to_hub through huggingface_hub to a loopback Hub, then timm loads it by hf_hub_id."""
     whole, _, _ = resumed_runs
     export_dir = tmp_path / 'export'
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_ENDPOINT=fake_hub.url, HF_TOKEN='hf_token_for_a_fake_hub',
                HF_HOME=str(tmp_path / 'hf-home-of-the-pusher'))
-    push = subprocess.run([sys.executable, '-m', 'training.train', f'--out_dir={whole}', f'--export={export_dir}',
+    push = subprocess.run([sys.executable, '-m', 'training.export', f'--out_dir={whole}', f'--export_dir={export_dir}',
                            '--push_to_hub=someone/splitbrain-tiny'], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
     assert push.returncode == 0, push.stderr
@@ -226,7 +228,7 @@ def test_push_to_hub_then_load_by_hf_hub_id(resumed_runs, tmp_path, fake_hub, hf
 
 def test_push_to_hub_needs_a_repo_id():
     with pytest.raises(InputError, match=r"--push_to_hub: expected a Hub repo id 'owner/name', got 'a/b/c'"):
-        parse_args(['--push_to_hub=a/b/c'])
+        parse_export_args(['--out_dir=run', '--push_to_hub=a/b/c'])
 
 
 @pytest.mark.skipif(not SHARD.is_file(), reason=f'shared Tiny ImageNet shard not found at {SHARD}')

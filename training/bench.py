@@ -25,7 +25,9 @@ from splitbrain_hub.precision import autocast_dtype, precision_name
 from splitbrain_hub.quantize import ab_bin_count
 from training.data import BatchStream, build_index, make_loader
 from training.objectives import Objective, get_objective
-from training.train import Config, build_model, load_ab_prior, make_optimizer, parse_args, training_step
+from training.ab_prior import load_ab_prior
+from training.config import Config, build_model, parse_args
+from training.train import make_optimizer, training_step
 
 FP32 = dict(amp='off', channels_last=False, fused_adam=False)
 

@@ -99,8 +99,8 @@ def train(row: str, budget_images: int, seed: int, batch_size: int, extra: Seque
             command.append('--resume')
         print('$', ' '.join(command), flush=True)
         subprocess.run(command, cwd=REPO, check=True)
-        subprocess.run([sys.executable, '-m', 'training.train', f'--out_dir={out_dir}',
-                        f'--export={out_dir / "export"}'], cwd=REPO, check=True)
+        subprocess.run([sys.executable, '-m', 'training.export', f'--out_dir={out_dir}',
+                        f'--export_dir={out_dir / "export"}'], cwd=REPO, check=True)
     return out_dir / 'export'
 
 
