@@ -21,5 +21,6 @@ def splitbrain_alexnet(pretrained: bool = True, **kwargs):
             ``features_only=True``, ``pretrained_cfg_overlay=dict(file='model.safetensors')``).
     """
     import timm
+
     from splitbrain_hub.weights import DEFAULT_ARCHITECTURE  # importing the package registers the model with timm
     return timm.create_model(DEFAULT_ARCHITECTURE, pretrained=pretrained, **kwargs)

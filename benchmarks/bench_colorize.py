@@ -15,10 +15,10 @@ import argparse
 import numpy as np
 import timm
 import torch
+from _timing import add_threads_argument, apply_threads, machine, measure
 from PIL import Image
 from skimage import color as skcolor
 
-from _timing import add_threads_argument, apply_threads, machine, measure
 from splitbrain_hub import WeightsError, colorize
 from splitbrain_hub.color import rgb_to_lab
 from splitbrain_hub.images import SAMPLE_PHOTO

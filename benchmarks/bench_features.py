@@ -17,8 +17,8 @@ import argparse
 import timm
 import torch
 import torchvision
-
 from _timing import add_threads_argument, apply_threads, machine, measure
+
 from splitbrain_hub import extract_features
 from splitbrain_hub.weights import DEFAULT_ARCHITECTURE
 

@@ -5,8 +5,8 @@ config.json, CLI outputs, checkpoints, cached features.
 """
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 __all__ = ['atomic_write']
 

@@ -15,7 +15,7 @@ import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, List, Optional, Union
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
@@ -26,7 +26,7 @@ from .errors import CorruptImageError, EmptyImageError, InputError, TooManyPixel
 __all__ = ['DEFAULT_MAX_PIXELS', 'IMAGE_FORMATS', 'ImageBatch', 'MIN_SIDE', 'SAMPLE_PHOTO', 'decode_image', 'load_batch',
            'load_batches', 'sniff_format', 'to_output']
 
-ImageInput = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
+ImageInput = str | Path | Image.Image | np.ndarray | torch.Tensor
 
 # A photo the package ships (CC0, see assets/README.md): something to try the model on.
 SAMPLE_PHOTO = Path(__file__).parent / 'assets' / 'coffee.jpg'
@@ -62,11 +62,11 @@ class ImageBatch:
         batched: a tensor input had a batch dimension (NCHW).
     """
     pixels: torch.Tensor
-    alpha: Optional[torch.Tensor]
+    alpha: torch.Tensor | None
     name: str
     kind: str
     dtype: Any = None
-    device: Optional[torch.device] = None
+    device: torch.device | None = None
     batched: bool = False
 
     @property
@@ -94,15 +94,15 @@ DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
 _HEAD_BYTES = 16
 
 
-def sniff_format(head: bytes) -> Optional[str]:
+def sniff_format(head: bytes) -> str | None:
     """The Pillow format the bytes start with (one of ``IMAGE_FORMATS``), or None."""
     if head[:4] == b'RIFF' and head[8:12] == b'WEBP':
         return 'WEBP'
     return next((fmt for magic, fmt in _MAGIC if head.startswith(magic)), None)
 
 
-def decode_image(source: Union[bytes, str, Path], max_pixels: Optional[int] = DEFAULT_MAX_PIXELS,
-                 name: Optional[str] = None) -> Image.Image:
+def decode_image(source: bytes | str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 name: str | None = None) -> Image.Image:
     """Decode an image file or an image's bytes fully, upright by its EXIF orientation.
 
     The one decoder of foreign image data (files, tar-shard members, uploads). The format is sniffed from
@@ -137,7 +137,7 @@ def _open_file(path: Path, name: str) -> BinaryIO:
         raise InputError(f'{name}: expected a readable file, got {type(e).__name__}: {e.strerror or e}') from e
 
 
-def _decode(stream: BinaryIO, name: str, max_pixels: Optional[int]) -> Image.Image:
+def _decode(stream: BinaryIO, name: str, max_pixels: int | None) -> Image.Image:
     head = stream.read(_HEAD_BYTES)
     stream.seek(0)
     if not head:
@@ -293,7 +293,7 @@ def load_batch(image: Any, name: str = 'image') -> ImageBatch:
     raise InputError(f'{name}: expected a path, PIL image, numpy array or torch tensor, got {type(image).__name__}')
 
 
-def load_batches(images: Any, start: int = 0) -> List[ImageBatch]:
+def load_batches(images: Any, start: int = 0) -> list[ImageBatch]:
     """One input or a list / tuple of them -> one ``ImageBatch`` each, named ``image[start + i]`` in a list
     (``start``: where the list sits in the caller's longer one)."""
     if isinstance(images, (list, tuple)):
@@ -326,7 +326,7 @@ def to_output(pixels: torch.Tensor, like: ImageBatch) -> Any:
     return array[:, :, 0] if array.shape[2] == 1 else array
 
 
-def _quantize(pixels: torch.Tensor, integer_max: Optional[int], dtype) -> torch.Tensor:
+def _quantize(pixels: torch.Tensor, integer_max: int | None, dtype) -> torch.Tensor:
     """[0, 1] floats -> ``dtype``: rounded to 0..integer_max for integer outputs, else cast."""
     if integer_max is None:
         return pixels.to(dtype)

@@ -7,8 +7,8 @@ copy to the GPU is a fast DMA. A file that cannot be read is not an error here: 
 the batch's failures, with the reason.
 """
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -27,9 +27,9 @@ PREFETCH_BATCHES = 2
 class Decoded:
     """A batch ready for the network: its decoded images with their jobs, and the jobs that failed."""
     batch: Batch
-    images: List[ImageBatch]
-    jobs: List[Job]                  # the job of each image, in order
-    failures: List[Tuple[Job, str]]  # (job, the error: the image's name and why it could not be read)
+    images: list[ImageBatch]
+    jobs: list[Job]                  # the job of each image, in order
+    failures: list[tuple[Job, str]]  # (job, the error: the image's name and why it could not be read)
 
     def pin_memory(self) -> 'Decoded':
         """Called by the DataLoader (``pin_memory=True``) on the main process's copy of the batch."""
@@ -39,7 +39,7 @@ class Decoded:
         return self
 
 
-def decode(batch: Batch, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> Decoded:
+def decode(batch: Batch, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Decoded:
     """Read and decode every image of ``batch`` (in a worker, or here when there are none); an image of
     more than ``max_pixels`` pixels fails."""
     decoded = Decoded(batch, [], [], [])
@@ -55,7 +55,7 @@ def decode(batch: Batch, max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> Deco
 
 
 class _Decoding(torch.utils.data.Dataset):
-    def __init__(self, batches: Sequence[Batch], max_pixels: Optional[int]) -> None:
+    def __init__(self, batches: Sequence[Batch], max_pixels: int | None) -> None:
         self.batches, self.max_pixels = list(batches), max_pixels
 
     def __len__(self) -> int:
@@ -72,7 +72,7 @@ def default_workers(local_world_size: int = 1) -> int:
 
 
 def decoded_batches(batches: Sequence[Batch], workers: int, pin_memory: bool,
-                    max_pixels: Optional[int] = DEFAULT_MAX_PIXELS) -> Iterable[Decoded]:
+                    max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Iterable[Decoded]:
     """``batches`` decoded (images of more than ``max_pixels`` pixels fail), in order, by ``workers`` processes
     working ahead (0: here, one at a time)."""
     if not batches:

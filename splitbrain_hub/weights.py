@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -35,7 +35,7 @@ CONFIG_NAME = 'config.json'
 DEFAULT_ARCHITECTURE = 'splitbrain_alexnet'
 
 
-def sha256_of(path: Union[str, Path]) -> str:
+def sha256_of(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, 'rb') as f:
         for chunk in iter(lambda: f.read(1 << 20), b''):
@@ -43,7 +43,7 @@ def sha256_of(path: Union[str, Path]) -> str:
     return digest.hexdigest()
 
 
-def load_safetensors(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
+def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict from a ``.safetensors`` file on the CPU; anything else is refused."""
     path = Path(path)
     if path.suffix != '.safetensors':
@@ -57,8 +57,8 @@ def load_safetensors(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
         raise WeightsError(f'{path}: not a readable safetensors file ({e})') from e
 
 
-def save_pretrained(model: torch.nn.Module, directory: Union[str, Path], dtype: Optional[torch.dtype] = None,
-                    extra_config: Optional[Dict[str, Any]] = None) -> Path:
+def save_pretrained(model: torch.nn.Module, directory: str | Path, dtype: torch.dtype | None = None,
+                    extra_config: dict[str, Any] | None = None) -> Path:
     """Write ``model.safetensors`` and ``config.json`` in the layout a Hub repo (and timm) serves as is.
 
     Args:
@@ -93,7 +93,7 @@ def save_pretrained(model: torch.nn.Module, directory: Union[str, Path], dtype: 
     return weights_path
 
 
-def weights_file(path: Union[str, Path, None]) -> Path:
+def weights_file(path: str | Path | None) -> Path:
     """The weights file ``path`` names: a ``save_pretrained`` folder's ``model.safetensors``, ``path`` itself,
     or for None the pretrained model's file (found as ``timm.create_model(DEFAULT_ARCHITECTURE, pretrained=True)``
     finds it)."""
@@ -103,7 +103,7 @@ def weights_file(path: Union[str, Path, None]) -> Path:
     return path / WEIGHTS_NAME if path.is_dir() else path
 
 
-def load_pretrained(path: Union[str, Path], **kwargs: Any) -> torch.nn.Module:
+def load_pretrained(path: str | Path, **kwargs: Any) -> torch.nn.Module:
     """Build and load the model of a ``save_pretrained`` folder, its ``model.safetensors``, or a bare file.
 
     With a ``config.json`` next to the weights, its architecture and ``model_args`` build the model; a
@@ -133,7 +133,7 @@ def shipped_weights_path(architecture: str, tag: str) -> Path:
 
 
 def resolve_pretrained_cfg_file(variant: str, pretrained_cfg=None, pretrained_cfg_overlay=None,
-                                cache_dir: Optional[Union[str, Path]] = None):
+                                cache_dir: str | Path | None = None):
     """Resolve the pretrained cfg of ``variant`` with ``file`` set to the ``.safetensors`` file to load.
 
     See the module docstring for the order of sources. ``cache_dir`` is timm's ``create_model``
@@ -155,7 +155,7 @@ def resolve_pretrained_cfg_file(variant: str, pretrained_cfg=None, pretrained_cf
     return cfg
 
 
-def _safetensors_file(path: Union[str, Path], what: str) -> Path:
+def _safetensors_file(path: str | Path, what: str) -> Path:
     path = Path(path)
     if path.suffix != '.safetensors' or not path.is_file():
         raise WeightsError(f'{what}: expected an existing .safetensors file (pickled checkpoints are never '
@@ -163,13 +163,13 @@ def _safetensors_file(path: Union[str, Path], what: str) -> Path:
     return path
 
 
-def _local_dir_weights(folder: Union[str, Path]) -> Path:
+def _local_dir_weights(folder: str | Path) -> Path:
     if not Path(folder).is_dir():
         raise WeightsError(f'local-dir: expected a folder written by save_pretrained, got {str(folder)!r}')
     return _safetensors_file(Path(folder) / WEIGHTS_NAME, f'local-dir {str(folder)!r}')
 
 
-def _hub_or_shipped(variant: str, cfg, cache_dir: Optional[Union[str, Path]]) -> Path:
+def _hub_or_shipped(variant: str, cfg, cache_dir: str | Path | None) -> Path:
     """The Hub file of ``cfg``, or the shipped file where that is allowed (see the module docstring)."""
     shipped = shipped_weights_path(cfg.architecture, cfg.tag)
     if not cfg.hf_hub_id:
@@ -205,7 +205,7 @@ def _hub_or_shipped(variant: str, cfg, cache_dir: Optional[Union[str, Path]]) ->
         return shipped
 
 
-def _release_hub_file(cfg) -> Tuple[Optional[str], str]:
+def _release_hub_file(cfg) -> tuple[str | None, str]:
     """The Hub repo and file registered with timm for ``cfg``'s architecture and tag: the release's own."""
     from timm.models import get_pretrained_cfg
     try:
@@ -221,7 +221,7 @@ class _HubMiss(Exception):
     """The Hub file could not be had; the message says where it was looked for and why it failed."""
 
 
-def _hub_weights(repo_id: str, filename: str, cache_dir: Optional[Union[str, Path]]) -> Path:
+def _hub_weights(repo_id: str, filename: str, cache_dir: str | Path | None) -> Path:
     """``filename`` of Hub repo ``repo_id`` (``owner/name``, or timm's ``owner/name@revision``).
 
     Everything is huggingface_hub's: ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, the cache (``HF_HOME``,
@@ -234,7 +234,7 @@ def _hub_weights(repo_id: str, filename: str, cache_dir: Optional[Union[str, Pat
     # One HEAD request first, without retries, bounded by HF_HUB_ETAG_TIMEOUT. hf_hub_download makes the
     # same request, but when it fails and nothing is cached it tries again, five times with backoff and a
     # 60 s timeout each: 23 s measured with the connection refused, minutes when nothing answers.
-    hub_error: Optional[Exception] = None
+    hub_error: Exception | None = None
     try:
         get_hf_file_metadata(hf_hub_url(repo, filename, revision=revision), timeout=constants.HF_HUB_ETAG_TIMEOUT)
     except Exception as e:  # requests, httpx or httpx2 errors depending on the huggingface_hub version

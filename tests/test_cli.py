@@ -17,12 +17,11 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
+from tar_shards import write_shard
 
 import splitbrain_hub
 from splitbrain_hub import cli
-from tar_shards import write_shard
 from splitbrain_hub.weights import sha256_of
-
 
 
 def _photo(path, size=(40, 30), mode='RGB', seed=0):

@@ -14,8 +14,13 @@ import pytest
 import torch
 from PIL import Image
 
-from splitbrain_hub.errors import (CorruptImageError, EmptyImageError, InputError, TooManyPixelsError,
-                                   UnsupportedFormatError)
+from splitbrain_hub.errors import (
+    CorruptImageError,
+    EmptyImageError,
+    InputError,
+    TooManyPixelsError,
+    UnsupportedFormatError,
+)
 from splitbrain_hub.images import DEFAULT_MAX_PIXELS, decode_image, load_batch, load_batches, to_output
 
 
@@ -70,7 +75,8 @@ def test_every_allowed_format_decodes_from_a_file_and_from_bytes(tmp_path, fmt, 
     (b'', EmptyImageError, r'expected image data, got an empty \(0-byte\) file'),
     (b'this is not a photo\n', UnsupportedFormatError, r"expected JPEG, PNG, .* data, got bytes starting b'this is '"),
     (_encoded('ICO'), UnsupportedFormatError, 'expected JPEG'),  # Pillow reads ICO; the allow-list does not
-    (_encoded('JPEG', Image.fromarray(_photo(64, 64)), quality=95)[:2000], CorruptImageError, r'truncated or corrupt JPEG data \(OSError: image file is truncated'),
+    (_encoded('JPEG', Image.fromarray(_photo(64, 64)), quality=95)[:2000], CorruptImageError,
+     r'truncated or corrupt JPEG data \(OSError: image file is truncated'),
     (_encoded('PNG')[:30], CorruptImageError, 'truncated or corrupt PNG data, its header unreadable'),
 ])
 def test_refusals_are_the_same_for_files_and_bytes(tmp_path, data, error, message):

@@ -10,12 +10,10 @@ import torch
 from PIL import Image
 
 import splitbrain_hub
-from splitbrain_hub import InputError, WeightsError, colorize, extract_features, predict_lightness
+from splitbrain_hub import InputError, WeightsError, colorize, extract_features, inference, predict_lightness
 from splitbrain_hub.color import lab_to_rgb, rgb_to_lab
-from splitbrain_hub import inference
 from splitbrain_hub.inference import load_model, resolve_device
 from splitbrain_hub.quantize import ab_bin_centers, l_bin_centers
-
 
 # The smallest input the network takes keeps the tests fast; colorize reads it from the model's cfg.
 SMALL = dict(pretrained_cfg_overlay=dict(input_size=(3, 96, 96)))
@@ -277,7 +275,8 @@ def test_load_model_from_saved_folder_and_bare_file_is_cached(model, tmp_path):
 
 
 def test_missing_weights_are_a_weights_error(tmp_path):
-    with pytest.raises(WeightsError, match=r'none\.safetensors: expected a save_pretrained folder or a \.safetensors file, but it does not exist'):
+    with pytest.raises(WeightsError, match=r'none\.safetensors: expected a save_pretrained folder or a \.safetensors file, '
+                                            r'but it does not exist'):
         load_model(tmp_path / 'none.safetensors')
 
 

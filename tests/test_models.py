@@ -201,7 +201,7 @@ def test_running_one_half_equals_running_both(half):
 # In a child process: on torch 2.14.1 with AVX-512 BF16, oneDNN's bf16 weight gradient of a 1x1 convolution
 # from 4096 channels to 1-3 corrupted the heap (abort or segfault within a few steps), which killed the
 # regression rows of Table 2; the heads now run as one GEMM (GemmConv2d).
-_REGRESSION_BF16_STEPS = '''
+_REGRESSION_BF16_STEPS = """
 import torch, timm, splitbrain_hub
 torch.manual_seed(0)
 model = timm.create_model('alexnet_lab', halves={'l': [0]}, pretext={'l': 'ab_reg'}, num_classes=0)
@@ -212,7 +212,7 @@ for _ in range(20):
         out = head(fc7)
     out.float().square().mean().backward()
 print(float(head.weight.grad.norm()), float(head.bias.grad.norm()))
-'''
+"""
 
 
 def test_regression_head_bf16_backward():

@@ -179,6 +179,7 @@ def model(weights):
 
 def test_before_the_model_is_loaded_healthz_is_up_and_readyz_says_not_ready(weights):
     from fastapi.testclient import TestClient
+
     from splitbrain_hub.serve.app import create_app
     from splitbrain_hub.serve.config import ServeConfig
     client = TestClient(create_app(ServeConfig(weights=str(weights))))  # no lifespan: the model never loads
@@ -341,7 +342,7 @@ def test_page_is_served_with_no_outside_assets(server):
 
 def _chroma(page, selector: str) -> float:
     """Mean (max - min) over RGB of the pixels of an <img>, read back through a canvas in the page."""
-    return page.evaluate('''(selector) => {
+    return page.evaluate("""(selector) => {
         const img = document.querySelector(selector);
         const canvas = document.createElement('canvas');
         canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
@@ -351,19 +352,19 @@ def _chroma(page, selector: str) -> float:
         let sum = 0;
         for (let i = 0; i < d.length; i += 4) sum += Math.max(d[i], d[i+1], d[i+2]) - Math.min(d[i], d[i+1], d[i+2]);
         return sum / (d.length / 4);
-    }''', selector)
+    }""", selector)
 
 
 def _result_image(page) -> Image.Image:
     """The result image the page shows, fetched back from its object URL."""
-    data = page.evaluate('''async () => {
+    data = page.evaluate("""async () => {
         const blob = await (await fetch(document.querySelector('#result').src)).blob();
         return await new Promise((done) => {
             const reader = new FileReader();
             reader.onload = () => done(reader.result.split(',')[1]);
             reader.readAsDataURL(blob);
         });
-    }''')
+    }""")
     import base64
     return Image.open(io.BytesIO(base64.b64decode(data)))
 
@@ -388,7 +389,8 @@ def test_page_colorizes_a_photo_in_headless_chromium(server, tmp_path):
             page.goto(server.url + '/')
             page.set_input_files('#file', str(upload))
             page.wait_for_function("document.querySelector('#result').naturalWidth > 0", timeout=30_000)
-            size = page.evaluate("[document.querySelector('#result').naturalWidth, document.querySelector('#result').naturalHeight]")
+            size = page.evaluate("[document.querySelector('#result').naturalWidth, "
+                                 "document.querySelector('#result').naturalHeight]")
             assert size == [512, 512]
             assert _chroma(page, '#result') > 3  # a colour image, not grey
             first_result = page.get_attribute('#result', 'src')

@@ -9,23 +9,24 @@ import tarfile
 import time
 from pathlib import Path
 
-from huggingface_hub import ModelCard
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from huggingface_hub import ModelCard
 from PIL import Image
 
 import splitbrain_hub  # noqa: F401
-from splitbrain_hub.models.splitbrain_alexnet import ALEXNET_LAYERS
 from splitbrain_hub.color import rgb_to_lab
 from splitbrain_hub.errors import InputError
+from splitbrain_hub.models.splitbrain_alexnet import ALEXNET_LAYERS
 from splitbrain_hub.quantize import ab_bin_count
 from splitbrain_hub.weights import load_safetensors, sha256_of
-from training.data import BatchStream, build_index, make_loader
-from training.objectives import OBJECTIVES, Objective, get_objective
 from training.config import parse_args
-from training.export import main as export_main, parse_export_args
+from training.data import BatchStream, build_index, make_loader
+from training.export import main as export_main
+from training.export import parse_export_args
+from training.objectives import OBJECTIVES, Objective, get_objective
 from training.train import CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[1]

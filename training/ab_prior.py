@@ -11,7 +11,7 @@ import json
 import math
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any
 
 import timm
 import torch
@@ -21,14 +21,14 @@ from splitbrain_hub.errors import InputError
 from splitbrain_hub.files import atomic_write
 from splitbrain_hub.quantize import ab_bin_centers, ab_bin_count, hard_encode
 from splitbrain_hub.weights import DEFAULT_ARCHITECTURE
+from training.config import layer_table, parse_args
 from training.data import BatchStream, build_index, make_loader
 from training.objectives import downsample
-from training.config import layer_table, parse_args
 
 
 @torch.no_grad()
 def estimate_ab_prior(data: str, images: int, input_size: int, crop_scale_min: float, seed: int,
-                      device: torch.device, progress: bool = False, layers: Optional[Dict[str, Any]] = None,
+                      device: torch.device, progress: bool = False, layers: dict[str, Any] | None = None,
                       ) -> torch.Tensor:
     """How often each ab bin is the nearest bin of a target cell: colour photos, crops as in training,
     Lab area-averaged onto the conv5 grid (of the network with layer table ``layers``) exactly as the loss
@@ -61,7 +61,7 @@ def load_ab_prior(path: str) -> torch.Tensor:
     return torch.tensor(counts, dtype=torch.float64)
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     out = Path(next((a.split('=', 1)[1] for a in argv if a.startswith('--out=')), 'runs/ab_prior.json'))
     config, _ = parse_args([a for a in argv if not a.startswith('--out=')])

@@ -9,7 +9,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import timm
 import torch
@@ -55,7 +55,7 @@ class Config:
     progress: bool = True
 
 
-def parse_args(argv: List[str], config: Optional[Config] = None) -> Tuple[Config, Dict[str, str]]:
+def parse_args(argv: list[str], config: Config | None = None) -> tuple[Config, dict[str, str]]:
     """``--key=value`` flags -> Config (typed, unknown keys refused) and the trainer's own flags (``--resume``)."""
     config = config or Config()
     types = {f.name: f.type for f in dataclasses.fields(Config)}
@@ -82,7 +82,7 @@ def _bool(value: str) -> bool:
     return value.lower() in ('1', 'true')
 
 
-def layer_table(config: Config) -> Dict[str, Any]:
+def layer_table(config: Config) -> dict[str, Any]:
     """``layers=`` for the model: the table of ``--layers`` (JSON), or nothing for AlexNet's own."""
     if not config.layers:
         return {}

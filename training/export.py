@@ -11,14 +11,14 @@ huggingface_hub (``HF_TOKEN`` or ``hf auth login``, ``HF_ENDPOINT``, proxies).
 import json
 import sys
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import torch
 
 from splitbrain_hub.errors import InputError
 from splitbrain_hub.weights import WEIGHTS_NAME, save_pretrained, sha256_of
-from training.objectives import get_objective
 from training.config import build_model, parse_args
+from training.objectives import get_objective
 from training.train import CHECKPOINT, load_checkpoint, read_metrics
 
 MODEL_CARD = Path(__file__).resolve().parents[1] / 'MODEL_CARD.md'  # the export's README.md starts with it
@@ -41,7 +41,7 @@ def export(out_dir: Path, export_dir: Path) -> Path:
     return weights
 
 
-def model_card(training: Dict[str, Any], weights: Path) -> str:
+def model_card(training: dict[str, Any], weights: Path) -> str:
     """The export's README.md: MODEL_CARD.md as it is (the Hub reads its front matter), then this run.
 
     MODEL_CARD.md describes the released weights; the section added here gives the figures of the run
@@ -88,7 +88,7 @@ def hub_repo_id(value: str) -> str:
     return value
 
 
-def parse_export_args(argv: List[str]) -> Tuple[Path, Path, Optional[str]]:
+def parse_export_args(argv: list[str]) -> tuple[Path, Path, str | None]:
     """``--out_dir=RUN [--export_dir=DIR] [--push_to_hub=REPO_ID]`` -> (run folder, export folder, repo id)."""
     flags = dict(arg.removeprefix('--').partition('=')[::2] for arg in argv)
     unknown = sorted(set(flags) - {'out_dir', 'export_dir', 'push_to_hub'})
@@ -99,7 +99,7 @@ def parse_export_args(argv: List[str]) -> Tuple[Path, Path, Optional[str]]:
     return out_dir, Path(flags.get('export_dir') or out_dir / 'export'), repo_id
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     out_dir, export_dir, repo_id = parse_export_args(sys.argv[1:] if argv is None else argv)
     weights = export(out_dir, export_dir)
     print(f'exported {weights} ({weights.stat().st_size} bytes, sha256 {sha256_of(weights)})')

@@ -31,7 +31,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -51,17 +51,17 @@ METRICS = 'metrics.jsonl'
 
 # --- checkpoints and metrics -----------------------------------------------------------------
 
-def save_checkpoint(path: Path, state: Dict[str, Any]) -> None:
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))  # a kill leaves the old checkpoint or the new one
 
 
-def load_checkpoint(path: Path) -> Dict[str, Any]:
+def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f'--resume: expected a checkpoint at {path}, found none')
     return torch.load(path, map_location='cpu', weights_only=True)  # tensors and plain data only
 
 
-def read_metrics(out_dir: Path, upto_step: Optional[int] = None) -> List[Dict[str, Any]]:
+def read_metrics(out_dir: Path, upto_step: int | None = None) -> list[dict[str, Any]]:
     path = out_dir / METRICS
     if not path.is_file():
         return []
@@ -78,7 +78,7 @@ def lr_factor(step: int, config: Config) -> float:
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def setup_device(config: Config) -> Tuple[torch.device, int, int]:
+def setup_device(config: Config) -> tuple[torch.device, int, int]:
     """The device of this process, its rank and the world size (torchrun sets RANK / WORLD_SIZE)."""
     ddp = 'RANK' in os.environ
     rank, world_size = (int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])) if ddp else (0, 1)
@@ -107,8 +107,8 @@ def make_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optimi
     raise InputError(f'optimizer: expected adam or sgd, got {config.optimizer!r}')
 
 
-def make_objective(config: Config, model: torch.nn.Module, state: Optional[Dict[str, Any]], out_dir: Path,
-                   master: bool) -> Tuple[Objective, Optional[torch.Tensor]]:
+def make_objective(config: Config, model: torch.nn.Module, state: dict[str, Any] | None, out_dir: Path,
+                   master: bool) -> tuple[Objective, torch.Tensor | None]:
     """The loss module of the config's objective, with the ab prior (from the checkpoint, a file or estimated)
     when its ab cl terms are class-rebalanced."""
     spec = get_objective(config.objective)
@@ -134,8 +134,8 @@ def make_objective(config: Config, model: torch.nn.Module, state: Optional[Dict[
 
 
 def training_step(network: torch.nn.Module, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                  images: torch.Tensor, labels: torch.Tensor, colour: torch.Tensor, amp_dtype: Optional[torch.dtype],
-                  channels_last: bool) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+                  images: torch.Tensor, labels: torch.Tensor, colour: torch.Tensor, amp_dtype: torch.dtype | None,
+                  channels_last: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One optimisation step on a uint8 batch: Lab conversion in fp32, ``network`` (the objective, maybe compiled
     or DDP-wrapped, around ``model``) under autocast with its losses in fp32, backward, optimizer update.
     Shared with ``training.bench``."""
@@ -158,7 +158,7 @@ class Progress:
     train_seconds: float = 0.0
 
 
-def restore(state: Dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+def restore(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
             scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device) -> Progress:
     """Load a checkpoint's model, optimizer, scheduler and RNG states; return where it stood."""
     model.load_state_dict(state['model'])
@@ -186,7 +186,7 @@ def wrap_for_training(objective: torch.nn.Module, config: Config, device: torch.
 
 def checkpoint_state(config: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                      scheduler: torch.optim.lr_scheduler.LRScheduler, progress: Progress, precision: str,
-                     dataset_size: int, ab_prior: Optional[torch.Tensor], device: torch.device) -> Dict[str, Any]:
+                     dataset_size: int, ab_prior: torch.Tensor | None, device: torch.device) -> dict[str, Any]:
     """Everything ``--resume`` needs to continue bit for bit, and ``training.export`` to describe the run."""
     return dict(model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
                 config=dataclasses.asdict(config), precision=precision, step=progress.step,
@@ -199,16 +199,16 @@ class LossWindow:
     """Losses and timings summed over the steps since the last metrics row."""
 
     def __init__(self) -> None:
-        self.sums: Dict[str, float] = {}
+        self.sums: dict[str, float] = {}
         self.steps, self.data_seconds, self.start = 0, 0.0, time.perf_counter()
 
-    def add(self, loss: torch.Tensor, losses: Dict[str, torch.Tensor], data_seconds: float) -> None:
+    def add(self, loss: torch.Tensor, losses: dict[str, torch.Tensor], data_seconds: float) -> None:
         self.steps += 1
         self.data_seconds += data_seconds
         for name, value in dict(losses, loss=loss).items():
             self.sums[name] = self.sums.get(name, 0.0) + value.item()
 
-    def row(self, progress: Progress, images_per_step: int, lr: float, precision: str) -> Dict[str, Any]:
+    def row(self, progress: Progress, images_per_step: int, lr: float, precision: str) -> dict[str, Any]:
         """The metrics.jsonl row of the window: mean losses, throughput, time waiting for data."""
         elapsed = time.perf_counter() - self.start
         mean = {name: total / self.steps for name, total in self.sums.items()}
@@ -217,7 +217,7 @@ class LossWindow:
                     lr=lr, train_seconds=progress.train_seconds, precision=precision)
 
 
-def train(config: Config, resume: bool = False) -> Dict[str, Any]:
+def train(config: Config, resume: bool = False) -> dict[str, Any]:
     """Train ``config``'s objective for ``max_steps`` (from the checkpoint in ``out_dir`` with ``resume``)."""
     from tqdm import tqdm
     device, rank, world_size = setup_device(config)
@@ -283,7 +283,7 @@ def train(config: Config, resume: bool = False) -> Dict[str, Any]:
     return dict(dataclasses.asdict(progress), precision=precision)
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if {'-h', '--help'} & set(argv):
         print(__doc__)

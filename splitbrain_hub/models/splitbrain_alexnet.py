@@ -27,7 +27,7 @@ Heads:
 """
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -54,7 +54,7 @@ class ConvLayer(NamedTuple):
     kernel: int
     stride: int
     padding: int
-    pool: Optional[str]  # the 3x3 max pool after it ('pool5' keeps the grid when pool5_stride == 1), or None
+    pool: str | None  # the 3x3 max pool after it ('pool5' keeps the grid when pool5_stride == 1), or None
 
 
 class FcLayer(NamedTuple):
@@ -68,7 +68,7 @@ class FcLayer(NamedTuple):
 
 # AlexNet's layer table, JSON-friendly as ``config()`` records it (timm's VGG takes its ``cfg`` the same way):
 # 'convs' rows are ConvLayer fields, 'fcs' rows FcLayer fields. A narrower test network is another table.
-ALEXNET_LAYERS: Dict[str, List[list]] = {
+ALEXNET_LAYERS: dict[str, list[list]] = {
     'convs': [
         ['conv1', 96, 11, 4, 0, 'pool1'],
         ['conv2', 256, 5, 1, 2, 'pool2'],
@@ -83,9 +83,9 @@ ALEXNET_LAYERS: Dict[str, List[list]] = {
 }
 
 # The paper's split: Lab channel indices each half sees.
-SPLIT_BRAIN_HALVES: Dict[str, List[int]] = {'l_half': [0], 'ab_half': [1, 2]}
+SPLIT_BRAIN_HALVES: dict[str, list[int]] = {'l_half': [0], 'ab_half': [1, 2]}
 # The paper's (cl, cl) objective: what each half predicts.
-SPLIT_BRAIN_PRETEXT: Dict[str, str] = {'l_half': 'ab_cl', 'ab_half': 'l_cl'}
+SPLIT_BRAIN_PRETEXT: dict[str, str] = {'l_half': 'ab_cl', 'ab_half': 'l_cl'}
 # The release's data_lab layer as we train it: L in [0, 100] -> [-1, 1], ab / 110 -> about [-1, 1].
 DEFAULT_LAB_SCALE = (1 / 50, 1 / 110, 1 / 110)
 DEFAULT_LAB_SHIFT = (-1.0, 0.0, 0.0)
@@ -97,7 +97,7 @@ class PretextTarget:
 
     Regression heads predict the channels divided by ``REGRESSION_SCALE`` (Lab units / 100).
     """
-    channels: Tuple[int, ...]
+    channels: tuple[int, ...]
     classification: bool
 
     @property
@@ -108,7 +108,7 @@ class PretextTarget:
 
 
 REGRESSION_SCALE = 100.0
-PRETEXT_TARGETS: Dict[str, PretextTarget] = {
+PRETEXT_TARGETS: dict[str, PretextTarget] = {
     'ab_cl': PretextTarget((1, 2), classification=True),
     'ab_reg': PretextTarget((1, 2), classification=False),
     'l_cl': PretextTarget((0,), classification=True),
@@ -171,14 +171,14 @@ class Halves(nn.Module):
     own part of pool5 for the fc towers.
     """
 
-    def __init__(self, branches: Dict[str, nn.Module], slices: List[Tuple[int, int]]) -> None:
+    def __init__(self, branches: dict[str, nn.Module], slices: list[tuple[int, int]]) -> None:
         super().__init__()
         self.branches = nn.ModuleDict(branches)
         self.starts = [start for start, _ in slices]
         self.stops = [stop for _, stop in slices]
 
-    def forward_each(self, x: torch.Tensor) -> List[torch.Tensor]:
-        outputs: List[torch.Tensor] = []
+    def forward_each(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outputs: list[torch.Tensor] = []
         for i, branch in enumerate(self.branches.values()):
             outputs.append(branch(x[:, self.starts[i]:self.stops[i]]))
         return outputs
@@ -191,12 +191,12 @@ class Halves(nn.Module):
         return torch.cat(self.forward_each(x), dim=1)
 
 
-def _device_dtype(module: nn.Module) -> Dict[str, Any]:
+def _device_dtype(module: nn.Module) -> dict[str, Any]:
     parameter = next(module.parameters())
     return {'device': parameter.device, 'dtype': parameter.dtype}
 
 
-def _contiguous_slice(name: str, channels: List[int]) -> Tuple[int, int]:
+def _contiguous_slice(name: str, channels: list[int]) -> tuple[int, int]:
     if not channels or list(channels) != list(range(channels[0], channels[0] + len(channels))):
         raise InputError(f'halves[{name!r}]: expected a non-empty run of consecutive Lab channels, got {channels}')
     if channels[0] < 0 or channels[-1] > 2:
@@ -204,7 +204,7 @@ def _contiguous_slice(name: str, channels: List[int]) -> Tuple[int, int]:
     return channels[0], channels[-1] + 1
 
 
-def parse_layers(layers: Dict[str, List[list]]) -> Tuple[List[ConvLayer], List[FcLayer]]:
+def parse_layers(layers: dict[str, list[list]]) -> tuple[list[ConvLayer], list[FcLayer]]:
     """A layer table (``ALEXNET_LAYERS``'s form, tuples or lists) -> its typed rows."""
     try:
         convs = [ConvLayer(*row) for row in layers['convs']]
@@ -217,7 +217,7 @@ def parse_layers(layers: Dict[str, List[list]]) -> Tuple[List[ConvLayer], List[F
     return convs, fcs
 
 
-def _reductions(convs: List[ConvLayer]) -> List[int]:
+def _reductions(convs: list[ConvLayer]) -> list[int]:
     """Stride of each conv output w.r.t. the input: the conv strides and the stride-2 pools before it."""
     reductions, stride = [], 1
     for conv in convs:
@@ -228,10 +228,10 @@ def _reductions(convs: List[ConvLayer]) -> List[int]:
     return reductions
 
 
-def _feature_tower(convs: List[ConvLayer], in_chs: int, divisor: int, pool5_stride: int,
-                   dd: Dict[str, Any]) -> nn.Sequential:
+def _feature_tower(convs: list[ConvLayer], in_chs: int, divisor: int, pool5_stride: int,
+                   dd: dict[str, Any]) -> nn.Sequential:
     """conv1..pool5 of one half: AlexNet at 1/divisor of the width, on ``in_chs`` Lab channels."""
-    layers: List[Tuple[str, nn.Module]] = []
+    layers: list[tuple[str, nn.Module]] = []
     for name, out_chs, kernel, stride, padding, pool in convs:
         out_chs //= divisor
         layers.append((name, nn.Conv2d(in_chs, out_chs, kernel, stride=stride, padding=padding, **dd)))
@@ -259,7 +259,7 @@ class GemmConv2d(nn.Conv2d):
     def __init__(self, in_chs: int, out_chs: int, kernel: int, dilation: int = 1, padding: int = 0,
                  stride: int = 1, **dd: Any) -> None:
         super().__init__(in_chs, out_chs, kernel, stride=stride, padding=padding, dilation=dilation, **dd)
-        self.geometry: Tuple[int, int, int, int] = (kernel, dilation, padding, stride)  # ints, for TorchScript
+        self.geometry: tuple[int, int, int, int] = (kernel, dilation, padding, stride)  # ints, for TorchScript
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kernel, dilation, padding, stride = self.geometry
@@ -277,9 +277,9 @@ class GemmConv2d(nn.Conv2d):
         return out.reshape(batch, out_h, out_w, -1).permute(0, 3, 1, 2)                  # NCHW, channels_last
 
 
-def _fc_tower(fcs: List[FcLayer], in_chs: int, divisor: int, drop_rate: float, dd: Dict[str, Any]) -> nn.Sequential:
+def _fc_tower(fcs: list[FcLayer], in_chs: int, divisor: int, drop_rate: float, dd: dict[str, Any]) -> nn.Sequential:
     """fc6, fc7 of one half, on its own part of pool5 (``in_chs`` channels)."""
-    layers: List[Tuple[str, nn.Module]] = []
+    layers: list[tuple[str, nn.Module]] = []
     for name, out_chs, kernel, dilation, padding in fcs:
         out_chs //= divisor
         conv = GemmConv2d if kernel > 1 else nn.Conv2d  # a 1x1 convolution is one GEMM already
@@ -308,14 +308,14 @@ class SplitBrainAlexNet(nn.Module):
 
     def __init__(
             self,
-            halves: Optional[Dict[str, List[int]]] = None,
-            pretext: Optional[Dict[str, str]] = None,
+            halves: dict[str, list[int]] | None = None,
+            pretext: dict[str, str] | None = None,
             num_classes: int = 0,
             in_chans: int = 3,
             global_pool: str = 'avg',
             drop_rate: float = 0.,
             pool5_stride: int = 1,
-            layers: Optional[Dict[str, List[list]]] = None,
+            layers: dict[str, list[list]] | None = None,
             device=None,
             dtype=None,
     ) -> None:
@@ -385,7 +385,7 @@ class SplitBrainAlexNet(nn.Module):
             nn.init.zeros_(self.head.fc.bias)
 
     @torch.jit.ignore
-    def config(self) -> Dict[str, Any]:
+    def config(self) -> dict[str, Any]:
         """The constructor arguments (JSON-friendly): what ``config.json`` stores as ``model_args``."""
         return dict(
             halves=self.halves, pretext=self.pretext_targets, num_classes=self.num_classes,
@@ -395,7 +395,7 @@ class SplitBrainAlexNet(nn.Module):
         )
 
     @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         return dict(stem=r'^features\.branches\.\w+\.conv1', blocks=r'^features\.branches\.\w+\.conv(\d+)')
 
     @torch.jit.ignore
@@ -407,7 +407,7 @@ class SplitBrainAlexNet(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes
         self.head.reset(num_classes, global_pool)
         self.head.to(**_device_dtype(self))  # the new classifier where the rest of the model is
@@ -415,12 +415,12 @@ class SplitBrainAlexNet(nn.Module):
     def forward_intermediates(
             self,
             x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
+            indices: int | list[int] | None = None,
             norm: bool = False,
             stop_early: bool = False,
             output_fmt: str = 'NCHW',
             intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
         """conv1..conv5 (after ReLU, halves concatenated) and optionally the final features.
 
         Args:
@@ -436,8 +436,8 @@ class SplitBrainAlexNet(nn.Module):
         take_indices, max_index = feature_take_indices(len(self.feature_ends), indices)
         last_layer = self.feature_ends[max_index] if stop_early or intermediates_only else -1
         lab = self.data_lab(x)
-        taps: List[List[torch.Tensor]] = [[] for _ in take_indices]
-        finals: List[torch.Tensor] = []
+        taps: list[list[torch.Tensor]] = [[] for _ in take_indices]
+        finals: list[torch.Tensor] = []
         for b, branch in enumerate(self.features.branches.values()):
             y = lab[:, self.features.starts[b]:self.features.stops[b]]
             tap = 0
@@ -457,10 +457,10 @@ class SplitBrainAlexNet(nn.Module):
 
     def prune_intermediate_layers(
             self,
-            indices: Union[int, List[int]] = 1,
+            indices: int | list[int] = 1,
             prune_norm: bool = False,
             prune_head: bool = True,
-    ) -> List[int]:
+    ) -> list[int]:
         """Drop the layers past the last kept tap (and the heads), as timm's ``features_only`` does."""
         take_indices, max_index = feature_take_indices(len(self.feature_ends), indices)
         prune_end = max_index < len(self.feature_ends) - 1
@@ -492,8 +492,8 @@ class SplitBrainAlexNet(nn.Module):
 
     @torch.jit.ignore
     def forward_pretext(
-            self, x: torch.Tensor, is_lab: bool = False, halves: Optional[List[str]] = None,
-    ) -> Dict[str, torch.Tensor]:
+            self, x: torch.Tensor, is_lab: bool = False, halves: list[str] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Each pretext head's raw output on the conv5 grid: logits for ``*_cl``, values for ``*_reg``.
 
         Args:
@@ -514,7 +514,7 @@ class SplitBrainAlexNet(nn.Module):
 
 # --- checkpoints ----------------------------------------------------------------------------------
 
-def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: SplitBrainAlexNet) -> Dict[str, torch.Tensor]:
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: SplitBrainAlexNet) -> dict[str, torch.Tensor]:
     """Fit a checkpoint of this architecture to ``model``, saying exactly which keys do not fit.
 
     Pretext heads in the checkpoint are dropped when the model has none (a classifier built for
@@ -552,7 +552,7 @@ def _create_splitbrain_alexnet(variant: str, pretrained: bool = False, **kwargs:
     )
 
 
-def _cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
+def _cfg(url: str = '', **kwargs: Any) -> dict[str, Any]:
     return {
         'url': url, 'num_classes': 0, 'input_size': (3, 227, 227), 'pool_size': (13, 13),
         'min_input_size': (3, 96, 96), 'crop_pct': 1.0, 'interpolation': 'bilinear',

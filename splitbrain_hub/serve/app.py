@@ -16,7 +16,7 @@ import signal
 import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, Literal
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -58,9 +58,9 @@ class ServiceState:
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
-        self.engine: Optional[Engine] = None
-        self.load_error: Optional[str] = None
-        self.batcher: Optional[MicroBatcher] = None
+        self.engine: Engine | None = None
+        self.load_error: str | None = None
+        self.batcher: MicroBatcher | None = None
         self.draining = False
         self.in_flight = 0
 
@@ -190,13 +190,13 @@ class Info(BaseModel):
     weights: str
     weights_sha256: str
     device: str
-    input_size: List[int]
+    input_size: list[int]
     ab_bins: int
-    limits: Dict[str, Any]
+    limits: dict[str, Any]
 
 
 _IMAGE_RESPONSE = {200: {'content': {media_type: {} for media_type in MEDIA_TYPES},
-                         'description': 'the result at the upload\'s full resolution: PNG (alpha kept) '
+                         'description': "the result at the upload's full resolution: PNG (alpha kept) "
                                         'or JPEG if the Accept header prefers image/jpeg'}}
 _PREDICT_ERRORS = ('empty_upload', 'corrupt_image', 'timeout', 'upload_too_large', 'too_many_pixels',
                    'unsupported_media_type', 'invalid_request', 'invalid_image', 'overloaded', 'not_ready',
@@ -290,7 +290,7 @@ def _add_model_routes(app: FastAPI, state: ServiceState) -> None:
 
     @app.post('/v1/colorize', response_class=Response, responses=predict_responses, tags=['model'])
     async def colorize_route(request: Request, image: UploadFile = _IMAGE_FIELD,
-                             temperature: float = _temperature_field(), size: Optional[int] = _size_field(state.config),
+                             temperature: float = _temperature_field(), size: int | None = _size_field(state.config),
                              upsample: Literal[tuple(UPSAMPLERS)] = _UPSAMPLE_FIELD):
         """Colorize a photo from its lightness alone, at its full resolution (alpha kept in PNG)."""
         key = batch_key('colorize', temperature=temperature, size=size, upsample=upsample)
@@ -299,7 +299,7 @@ def _add_model_routes(app: FastAPI, state: ServiceState) -> None:
     @app.post('/v1/lightness', response_class=Response, responses=predict_responses, tags=['model'])
     async def lightness_route(request: Request, image: UploadFile = _IMAGE_FIELD,
                               temperature: float = _temperature_field(),
-                              size: Optional[int] = _size_field(state.config)):
+                              size: int | None = _size_field(state.config)):
         """Predict the lightness of a photo from its colour alone: a greyscale image at full resolution."""
         key = batch_key('lightness', temperature=temperature, size=size)
         return await _image_answer(request, await _predict(state, image, key))
@@ -312,8 +312,8 @@ def _add_model_routes(app: FastAPI, state: ServiceState) -> None:
             image: UploadFile = _IMAGE_FIELD,
             layers: str = Query('conv5', pattern=rf"^({'|'.join(FEATURE_LAYERS)})(,({'|'.join(FEATURE_LAYERS)}))*$",
                                 description='comma-separated layers, e.g. conv1,conv5'),
-            pool: Optional[int] = Query(None, ge=1, le=64, description='resize each map to pool x pool'),
-            size: Optional[int] = _size_field(state.config)):
+            pool: int | None = Query(None, ge=1, le=64, description='resize each map to pool x pool'),
+            size: int | None = _size_field(state.config)):
         """Frozen conv features of both halves (concatenated), as the paper's linear probes read them."""
         names = list(dict.fromkeys(layers.split(',')))
         result = await _predict(state, image, batch_key('features', layers=names, pool=pool, size=size))

@@ -4,12 +4,17 @@ Every refusal is an ``ApiError`` with an HTTP status and a stable machine-readab
 app turns it into ``{"error": <code>, "detail": <what was wrong, for a human>}``. Nothing else ever
 reaches a client: unexpected exceptions become a bare ``internal_error`` without a stack trace.
 """
-from typing import Dict, Optional, Type
 
 from pydantic import BaseModel
 
-from ..errors import (CorruptImageError, EmptyImageError, InputError, SplitBrainError, TooManyPixelsError,
-                      UnsupportedFormatError)
+from ..errors import (
+    CorruptImageError,
+    EmptyImageError,
+    InputError,
+    SplitBrainError,
+    TooManyPixelsError,
+    UnsupportedFormatError,
+)
 
 __all__ = ['ApiError', 'ErrorBody', 'ERROR_CODES', 'INPUT_ERROR_CODES', 'refused_image', 'responses']
 
@@ -23,7 +28,7 @@ class ErrorBody(BaseModel):
 class ApiError(Exception):
     """A request the service refuses: ``status``, ``error`` (a code from ``ERROR_CODES``) and ``detail``."""
 
-    def __init__(self, status: int, error: str, detail: str, headers: Optional[Dict[str, str]] = None) -> None:
+    def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status, self.error, self.detail, self.headers = status, error, detail, headers or {}
 
@@ -49,7 +54,7 @@ ERROR_CODES = {
 
 
 # The package's refusals of an image -> error codes; any other refusal is 'invalid_image'.
-INPUT_ERROR_CODES: Dict[Type[InputError], str] = {
+INPUT_ERROR_CODES: dict[type[InputError], str] = {
     EmptyImageError: 'empty_upload',
     UnsupportedFormatError: 'unsupported_media_type',
     CorruptImageError: 'corrupt_image',
@@ -63,9 +68,9 @@ def refused_image(error: SplitBrainError) -> ApiError:
     return ApiError(ERROR_CODES[code][0], code, str(error))
 
 
-def responses(*codes: str) -> Dict[int, dict]:
+def responses(*codes: str) -> dict[int, dict]:
     """OpenAPI ``responses`` for a route that can answer with these error codes."""
-    by_status: Dict[int, list] = {}
+    by_status: dict[int, list] = {}
     for code in codes:
         status, when = ERROR_CODES[code]
         by_status.setdefault(status, []).append(f'`{code}`: {when}')

@@ -4,7 +4,6 @@ Uploads are decoded by ``images.decode_image``, the package's one decoder of ima
 from the bytes, pixel limit checked before decoding); ``errors.api_error`` gives its refusals their status.
 """
 import io
-from typing import Optional
 
 from PIL import Image
 
@@ -27,7 +26,7 @@ def encode_image(image: Image.Image, media_type: str) -> bytes:
     return buffer.getvalue()
 
 
-def choose_media_type(accept: Optional[str]) -> str:
+def choose_media_type(accept: str | None) -> str:
     """PNG unless the Accept header prefers JPEG (by q-value); unknown or absent types mean PNG."""
     best, best_q = 'image/png', 0.0
     for part in (accept or '').split(','):
