@@ -7,7 +7,7 @@
 
 Each row is trained by ``training/train.py`` (``--objective=<row>``) for the same number of images seen
 (``--budget-images``, rounded up to whole batches), on the same train shards, at the same input size, into
-``~/.cache/splitbrain_hub/runs/table2/<row>_b<budget>_s<seed>/`` (outside the checkout: see ``train.RUNS_DIR``);
+``~/.cache/splitbrain_hub/runs/table2/<row>_b<budget>_s<seed>/`` (outside the checkout: see ``config.RUNS_DIR``);
 a killed run is resumed, a finished one (its ``export/`` says it
 reached the last step) is skipped. The "Gaussian" row is the untrained network at its seed's initialisation.
 Every model is probed with ``evaluate.linear_probe`` (same protocol for all rows: never tuned per row);
@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from splitbrain_hub.precision import AMP_SETTINGS  # noqa: E402
 from splitbrain_hub.weights import CONFIG_NAME, weights_file  # noqa: E402
+from training.config import RUNS_DIR  # noqa: E402
 from training.evaluate import (  # noqa: E402
     CACHE,
     DATASET,
@@ -41,7 +42,6 @@ from training.evaluate import (  # noqa: E402
     load_frozen_model,
     write_json,
 )
-from training.train import RUNS_DIR  # noqa: E402
 
 RESULTS = REPO / 'results'
 RUNS = RUNS_DIR / 'table2'
