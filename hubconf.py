@@ -21,5 +21,6 @@ def splitbrain_alexnet(pretrained: bool = True, **kwargs):
             ``features_only=True``, ``pretrained_cfg_overlay=dict(file='model.safetensors')``).
     """
     import timm
-    import splitbrain_hub  # noqa: F401  (registers the model with timm)
-    return timm.create_model('splitbrain_alexnet', pretrained=pretrained, **kwargs)
+
+    from splitbrain_hub.weights import DEFAULT_ARCHITECTURE  # importing the package registers the model with timm
+    return timm.create_model(DEFAULT_ARCHITECTURE, pretrained=pretrained, **kwargs)

@@ -1,10 +1,10 @@
 """Shared by the benchmark scripts: time candidates in interleaved rounds, so a busy machine slows all alike."""
 import statistics
 import time
-from typing import Callable, Dict
+from collections.abc import Callable
 
 
-def measure(candidates: Dict[str, Callable[[], object]], rounds: int = 7, warmup: int = 1) -> Dict[str, float]:
+def measure(candidates: dict[str, Callable[[], object]], rounds: int = 7, warmup: int = 1) -> dict[str, float]:
     """Median seconds per call of each candidate; rounds alternate between candidates."""
     for fn in candidates.values():
         for _ in range(warmup):

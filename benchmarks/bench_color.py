@@ -6,9 +6,9 @@ import argparse
 
 import numpy as np
 import torch
+from _timing import add_threads_argument, apply_threads, machine, measure
 from skimage import color as skcolor
 
-from _timing import add_threads_argument, apply_threads, machine, measure
 from splitbrain_hub.color import lab_to_rgb, rgb_to_lab
 
 

@@ -15,15 +15,16 @@ import argparse
 import numpy as np
 import timm
 import torch
+from _timing import add_threads_argument, apply_threads, machine, measure
 from PIL import Image
 from skimage import color as skcolor
 
-from _timing import add_threads_argument, apply_threads, machine, measure
 from splitbrain_hub import WeightsError, colorize
 from splitbrain_hub.color import rgb_to_lab
 from splitbrain_hub.images import SAMPLE_PHOTO
 from splitbrain_hub.inference import load_model
 from splitbrain_hub.upsample import UPSAMPLERS
+from splitbrain_hub.weights import DEFAULT_ARCHITECTURE
 
 
 def main() -> None:
@@ -36,7 +37,7 @@ def main() -> None:
     try:
         model, source = load_model(args.weights, 'cpu'), args.weights or 'pretrained'
     except WeightsError:
-        model, source = timm.create_model('splitbrain_alexnet').eval(), 'random init (no shipped weights yet)'
+        model, source = timm.create_model(DEFAULT_ARCHITECTURE).eval(), 'random init (no shipped weights yet)'
     photo = np.asarray(Image.open(SAMPLE_PHOTO).convert('RGB').resize((1024, 768), Image.BICUBIC))
     # The upsamplers' own inputs as colorize has them: the L half's ab grid and the full-resolution L.
     lightness = rgb_to_lab(torch.from_numpy(photo.copy()).permute(2, 0, 1)[None].float() / 255)[:, :1]

@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import torch
+from _timing import add_threads_argument, apply_threads, machine, measure
 from PIL import Image
 
-from _timing import add_threads_argument, apply_threads, machine, measure
 from splitbrain_hub import colorize, export
 from splitbrain_hub.images import SAMPLE_PHOTO
 from splitbrain_hub.inference import FEATURE_LAYERS, load_model

@@ -17,9 +17,10 @@ import argparse
 import timm
 import torch
 import torchvision
-
 from _timing import add_threads_argument, apply_threads, machine, measure
+
 from splitbrain_hub import extract_features
+from splitbrain_hub.weights import DEFAULT_ARCHITECTURE
 
 
 def main() -> None:
@@ -31,7 +32,7 @@ def main() -> None:
     apply_threads(args)
     torch.manual_seed(0)
     images = torch.rand(args.batch, 3, 227, 227)
-    model = timm.create_model('splitbrain_alexnet').eval()
+    model = timm.create_model(DEFAULT_ARCHITECTURE).eval()
     alexnet = torchvision.models.alexnet().features.eval()
     alexnet_cl = torchvision.models.alexnet().features.eval().to(memory_format=torch.channels_last)
     images_cl = images.contiguous(memory_format=torch.channels_last)

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _timing import add_threads_argument, apply_threads, machine
 from PIL import Image
 
-from _timing import add_threads_argument, apply_threads, machine
 from splitbrain_hub import colorize, predict_lightness
 from splitbrain_hub.inference import load_model
 

@@ -4,8 +4,8 @@ Prints figures, asserts nothing. For 1, 4, 16 and 64 concurrent clients, each po
 photo (JPEG) to ``/v1/colorize`` and reading the PNG back, it reports requests/s, p50 / p99 latency and
 the answers' status codes; the baseline is the same photo through ``splitbrain_hub.colorize(pil_image)``
 called in a loop in this process, timed right before and after each level (the faster figure counts),
-and the same loop with the JPEG decode and PNG encode the service does on top. Goals (issue 8): at 16 clients >= 1.5x the loop's images/s, p99 <= 3x p50; at
-64 clients every request succeeds or gets a clean 503.
+and the same loop with the JPEG decode and PNG encode the service does on top. Goals (issue 8): at 16
+clients >= 1.5x the loop's images/s, p99 <= 3x p50; at 64 clients every request succeeds or gets a clean 503.
 
     python benchmarks/bench_serve.py [--weights PATH] [--requests 48] [--max-seconds 30]
 
@@ -31,8 +31,8 @@ import torch
 from PIL import Image
 
 import splitbrain_hub
-from splitbrain_hub.inference import DEFAULT_MODEL, load_model
-from splitbrain_hub.weights import shipped_weights_path
+from splitbrain_hub.inference import load_model
+from splitbrain_hub.weights import DEFAULT_ARCHITECTURE, shipped_weights_path
 
 CLIENTS = (1, 4, 16, 64)
 
@@ -49,11 +49,11 @@ def photo_512() -> Image.Image:
 def weights_path(given, tmp: Path) -> str:
     if given:
         return given
-    shipped = shipped_weights_path(DEFAULT_MODEL, 'tinyimagenet_128')
+    shipped = shipped_weights_path(DEFAULT_ARCHITECTURE, 'tinyimagenet_128')
     if shipped.is_file():
         return str(shipped)
     import timm
-    splitbrain_hub.save_pretrained(timm.create_model(DEFAULT_MODEL), tmp / 'random')
+    splitbrain_hub.save_pretrained(timm.create_model(DEFAULT_ARCHITECTURE), tmp / 'random')
     return str(tmp / 'random')
 
 

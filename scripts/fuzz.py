@@ -6,9 +6,9 @@
 Targets, both started from the small valid files in ``tests/fuzz_corpus/<target>/``:
 
 * ``caffe``: the bytes as a file, read by ``splitbrain_hub.caffe.read_caffemodel``; allowed: ``ConversionError``.
-* ``image``: the bytes through both decoders, the service's (``serve.uploads.decode_image`` with its default
-  limit of 4096x4096 pixels; allowed: ``ApiError`` with a 4xx status) and the CLI's
-  (``images.decode_image``; allowed: ``InputError``).
+* ``image``: the bytes through the package's one image decoder, ``images.decode_image``, at the service's
+  default limit of 4096x4096 pixels and at the default limit of files; allowed: ``InputError``, which the
+  service must map to a 4xx status (``serve.errors.refused_image``).
 
 Anything else (another exception, a hang past ``--timeout`` seconds for one input, more than ``--rss-mb``
 of memory) is a crash: libFuzzer stops and writes the input as ``crash-<sha1>`` (or ``timeout-``/``oom-``)
@@ -29,10 +29,9 @@ import atheris
 with atheris.instrument_imports(include=['splitbrain_hub', 'PIL']):
     from splitbrain_hub.caffe import read_caffemodel
     from splitbrain_hub.errors import ConversionError, InputError
-    from splitbrain_hub.images import decode_image
+    from splitbrain_hub.images import DEFAULT_MAX_PIXELS, decode_image
     from splitbrain_hub.serve.config import ServeConfig
-    from splitbrain_hub.serve.errors import ApiError
-    from splitbrain_hub.serve.uploads import decode_image as decode_upload
+    from splitbrain_hub.serve.errors import refused_image
 
 CORPUS = Path(__file__).resolve().parents[1] / 'tests' / 'fuzz_corpus'
 SCRATCH = Path(tempfile.mkdtemp(prefix='splitbrain-fuzz-'))
@@ -48,15 +47,13 @@ def caffe(data: bytes) -> None:
 
 
 def image(data: bytes) -> None:
-    try:
-        decode_upload(data, ServeConfig().max_pixels)
-    except ApiError as e:
-        if not 400 <= e.status < 500:
-            raise
-    try:
-        decode_image(data, 'fuzz input')
-    except InputError:
-        pass
+    for max_pixels in (ServeConfig().max_pixels, DEFAULT_MAX_PIXELS):
+        try:
+            decode_image(data, max_pixels, 'fuzz input')
+        except InputError as e:
+            status = refused_image(e).status
+            if not 400 <= status < 500:
+                raise AssertionError(f'the service would answer {status} to {e}') from e
 
 
 TARGETS = {'caffe': caffe, 'image': image}

@@ -18,7 +18,7 @@ matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for training/
-from training.train import RUNS_DIR  # noqa: E402
+from training.config import RUNS_DIR  # noqa: E402
 
 RUNS = {'fp32 (--amp=off)': 'amp_off', 'bf16 (--amp=bf16)': 'amp_bf16'}
 FINAL_WINDOWS = 5  # 5 logged windows of 10 steps: the last 50 steps

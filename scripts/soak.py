@@ -36,7 +36,6 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
 
 import httpx
 import numpy as np
@@ -44,7 +43,7 @@ from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from splitbrain_hub.weights import atomic_write  # noqa: E402
+from splitbrain_hub.files import atomic_write  # noqa: E402
 
 PHOTO = REPO / 'splitbrain_hub' / 'assets' / 'coffee.jpg'
 SAMPLE_EVERY_S = 2.0
@@ -57,7 +56,7 @@ class Scenario:
     name: str
     weight: float     # relative frequency
     path: str         # endpoint
-    expect: Tuple[int, ...]  # acceptable status codes (503 with Retry-After is always acceptable)
+    expect: tuple[int, ...]  # acceptable status codes (503 with Retry-After is always acceptable)
 
 
 SCENARIOS = (
@@ -84,7 +83,7 @@ def encoded(image: Image.Image, fmt: str) -> bytes:
     return buffer.getvalue()
 
 
-def payloads() -> Dict[str, bytes]:
+def payloads() -> dict[str, bytes]:
     """The bodies of each scenario's upload, made once."""
     photo = Image.open(PHOTO).convert('RGB')
     jpeg_640 = encoded(photo.resize((640, 427)), 'JPEG')
@@ -111,7 +110,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def process_tree(pid: int) -> List[int]:
+def process_tree(pid: int) -> list[int]:
     """``pid`` and its descendants (uvicorn's worker processes with ``--workers`` > 1)."""
     pids, index = [pid], 0
     while index < len(pids):
@@ -124,7 +123,7 @@ def process_tree(pid: int) -> List[int]:
     return pids
 
 
-def proc_sample(pid: int) -> Optional[Tuple[float, int, float]]:
+def proc_sample(pid: int) -> tuple[float, int, float] | None:
     """RSS in MiB, thread count and CPU seconds (user + system) of ``pid`` and its descendants together,
     or None once ``pid`` is gone."""
     rss_mib, threads, cpu_s = 0.0, 0, 0.0
@@ -174,11 +173,11 @@ async def one_request(client: httpx.AsyncClient, port: int, scenario: Scenario, 
     return response.status_code
 
 
-async def run_clients(port: int, args: argparse.Namespace, start: float) -> List[Dict]:
+async def run_clients(port: int, args: argparse.Namespace, start: float) -> list[dict]:
     bodies = payloads()
     rng = random.Random(args.seed)
     weights = [s.weight for s in SCENARIOS]
-    records: List[Dict] = []
+    records: list[dict] = []
     deadline = start + args.minutes * 60
 
     async def client() -> None:
@@ -196,7 +195,7 @@ async def run_clients(port: int, args: argparse.Namespace, start: float) -> List
     return records
 
 
-async def sample_server(pid: int, start: float, stop: asyncio.Event, samples: List[Dict]) -> None:
+async def sample_server(pid: int, start: float, stop: asyncio.Event, samples: list[dict]) -> None:
     while not stop.is_set():
         sample = proc_sample(pid)
         if sample is not None:
@@ -209,10 +208,10 @@ async def sample_server(pid: int, start: float, stop: asyncio.Event, samples: Li
             pass
 
 
-async def drain_burst(port: int, body: bytes, clients: int, process: subprocess.Popen) -> List[Dict]:
+async def drain_burst(port: int, body: bytes, clients: int, process: subprocess.Popen) -> list[dict]:
     """``clients`` large photos at once, and SIGTERM while they are in flight: each must still be answered
     (200), or refused cleanly (503 with Retry-After) if it reached the server after the signal."""
-    async def post(session: httpx.AsyncClient) -> Dict:
+    async def post(session: httpx.AsyncClient) -> dict:
         sent = time.monotonic()
         try:
             status = await one_request(session, port, BURST, body)
@@ -227,7 +226,7 @@ async def drain_burst(port: int, body: bytes, clients: int, process: subprocess.
 
 
 async def soak(process: subprocess.Popen, port: int, tmpdir: Path,
-               args: argparse.Namespace) -> Tuple[List[Dict], List[Dict], Dict, float]:
+               args: argparse.Namespace) -> tuple[list[dict], list[dict], dict, float]:
     """The traffic, the server samples, the server at rest afterwards, and when SIGTERM was sent."""
     start, stop, samples = time.monotonic(), asyncio.Event(), []
     sampler = asyncio.create_task(sample_server(process.pid, start, stop, samples))
@@ -263,7 +262,7 @@ def start_server(args: argparse.Namespace, port: int, tmpdir: Path, log: Path) -
     raise SystemExit(f'server not ready in 120 s:\n{log.read_text()}')
 
 
-def drain(process: subprocess.Popen, sigterm_at: float, timeout_s: float, log: Path) -> Dict:
+def drain(process: subprocess.Popen, sigterm_at: float, timeout_s: float, log: Path) -> dict:
     """How the process ended after SIGTERM, how long the drain took and what the server logged about it.
 
     uvicorn re-raises the SIGTERM it caught once its shutdown is complete, so a clean drain ends in -15
@@ -281,7 +280,7 @@ def drain(process: subprocess.Popen, sigterm_at: float, timeout_s: float, log: P
                 and any('Application shutdown complete' in line for line in tail))
 
 
-def windows(records: List[Dict], duration_s: float) -> List[Dict]:
+def windows(records: list[dict], duration_s: float) -> list[dict]:
     """p50 / p99 latency of the successful requests and request counts per ``WINDOW_S`` window."""
     rows = []
     for begin in np.arange(0, duration_s, WINDOW_S):
@@ -293,8 +292,8 @@ def windows(records: List[Dict], duration_s: float) -> List[Dict]:
     return rows
 
 
-def verdict(records: List[Dict], samples: List[Dict], at_rest: Dict, leftovers: List[str], drained: Dict,
-            args: argparse.Namespace) -> Dict:
+def verdict(records: list[dict], samples: list[dict], at_rest: dict, leftovers: list[str], drained: dict,
+            args: argparse.Namespace) -> dict:
     """Each pass criterion: its measured value and whether it holds."""
     bad = [r for r in records if r['status'] not in dict.fromkeys(expected_statuses(r['scenario']))]
     # RSS and threads swing with the batches in flight: compare the minute after the warm-up with the last.
@@ -323,14 +322,14 @@ def verdict(records: List[Dict], samples: List[Dict], at_rest: Dict, leftovers: 
     )
 
 
-def expected_statuses(name: str) -> Tuple[object, ...]:
+def expected_statuses(name: str) -> tuple[object, ...]:
     scenario = next(s for s in (*SCENARIOS, BURST) if s.name == name)
     return (*scenario.expect, 503, 'disconnected') if scenario.expect else ('disconnected',)
 
 
-def summary(records: List[Dict], samples: List[Dict], duration_s: float) -> Dict:
+def summary(records: list[dict], samples: list[dict], duration_s: float) -> dict:
     ok = [r['latency_s'] for r in records if r['status'] == 200 and r['t'] is not None]  # the burst aside
-    counts: Dict[str, Dict[str, int]] = {}
+    counts: dict[str, dict[str, int]] = {}
     for r in records:
         per = counts.setdefault(r['scenario'], {})
         per[str(r['status'])] = per.get(str(r['status']), 0) + 1
@@ -343,7 +342,7 @@ def summary(records: List[Dict], samples: List[Dict], duration_s: float) -> Dict
                 server_cpu_cores_mean=round(cpu_cores, 2), statuses_by_scenario=counts)
 
 
-def plot(samples: List[Dict], rows: List[Dict], warmup_s: float, path: Path) -> None:
+def plot(samples: list[dict], rows: list[dict], warmup_s: float, path: Path) -> None:
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -364,13 +363,13 @@ def plot(samples: List[Dict], rows: List[Dict], warmup_s: float, path: Path) -> 
     atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=110))
 
 
-def main(argv: Optional[List[str]] = None) -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--minutes', type=float, default=12.0)
     parser.add_argument('--warmup-s', type=float, default=120.0, help='RSS growth is measured after this')
     parser.add_argument('--clients', type=int, default=8, help='concurrent clients')
     parser.add_argument('--workers', type=int, default=2,
-                        help="server processes (one saturates at under one core: its model runs on one thread)")
+                        help='server processes (one saturates at under one core: its model runs on one thread)')
     parser.add_argument('--max-requests', type=int, default=100_000, help='a bound on the loop besides time')
     parser.add_argument('--drain-timeout-s', type=float, default=30.0)
     parser.add_argument('--seed', type=int, default=0)

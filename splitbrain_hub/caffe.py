@@ -19,15 +19,15 @@ the L half, each later layer's filters follow the half their inputs come from, a
 that would connect one half to the other must be zero, or the converted model is not the same
 function. ``data_lab`` (a per-channel scale and shift of Lab) becomes the model's input buffers.
 """
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Iterator, List, Tuple, Union
 
 import numpy as np
 import torch
 
 from .errors import ConversionError
-from .models.splitbrain_alexnet import ALEXNET_CONVS, ALEXNET_FCS, SPLIT_BRAIN_HALVES
+from .models.splitbrain_alexnet import SPLIT_BRAIN_HALVES, SplitBrainAlexNet
 
 __all__ = ['CaffeLayer', 'CaffeNet', 'LayerSplit', 'CaffeConversion', 'read_caffemodel', 'convert_caffe']
 
@@ -46,7 +46,7 @@ VARINT, FIXED64, LENGTH_DELIMITED, FIXED32 = 0, 1, 2, 5
 _FIXED_SIZES = {FIXED64: 8, FIXED32: 4}
 
 
-def _varint(data: memoryview, pos: int, what: str) -> Tuple[int, int]:
+def _varint(data: memoryview, pos: int, what: str) -> tuple[int, int]:
     """An unsigned varint at ``pos``: (value, position after it)."""
     value = 0
     for shift in range(0, 70, 7):  # at most 10 bytes encode 64 bits
@@ -60,7 +60,7 @@ def _varint(data: memoryview, pos: int, what: str) -> Tuple[int, int]:
     raise ConversionError(f'{what}: expected a varint of at most 10 bytes, got a longer one (corrupt file?)')
 
 
-def _fields(data: memoryview, what: str) -> Iterator[Tuple[int, int, Union[int, memoryview]]]:
+def _fields(data: memoryview, what: str) -> Iterator[tuple[int, int, int | memoryview]]:
     """(field number, wire type, value) of each field of a message: an int, or the raw bytes."""
     pos = 0
     while pos < len(data):
@@ -104,9 +104,9 @@ _VALUE_WIRE = {4: FIXED32, 8: FIXED64}
 _LEGACY_SHAPE_FIELDS = (1, 2, 3, 4)  # num, channels, height, width
 
 
-def _blob_shape(data: memoryview, what: str) -> List[int]:
+def _blob_shape(data: memoryview, what: str) -> list[int]:
     """BlobShape.dim: int64 varints, packed or one per field."""
-    dims: List[int] = []
+    dims: list[int] = []
 
     def add(dim: int) -> None:
         if len(dims) == MAX_BLOB_AXES:
@@ -131,7 +131,7 @@ def _blob(data: memoryview, what: str) -> torch.Tensor:
     """A BlobProto as a float32 tensor of its shape (``shape.dim``, else legacy num/channels/height/width)."""
     dims = None
     legacy = {}
-    chunks: Dict[int, List[np.ndarray]] = {number: [] for number in _BLOB_VALUES}
+    chunks: dict[int, list[np.ndarray]] = {number: [] for number in _BLOB_VALUES}
     for number, wire, value in _fields(data, what):
         if number == 7:
             _expect_wire(number, wire, LENGTH_DELIMITED, what)
@@ -182,14 +182,14 @@ V1_LAYER_TYPES = {4: 'Convolution', 14: 'InnerProduct'}
 class CaffeLayer:
     name: str
     type: str
-    blobs: List[torch.Tensor]
+    blobs: list[torch.Tensor]
 
 
 @dataclass
 class CaffeNet:
     """What a ``.caffemodel`` holds that matters here: its layers by name, and their encoding."""
     encoding: str
-    layers: Dict[str, CaffeLayer]
+    layers: dict[str, CaffeLayer]
 
 
 def _layer(data: memoryview, encoding: _LayerEncoding, what: str) -> CaffeLayer:
@@ -210,7 +210,7 @@ def _layer(data: memoryview, encoding: _LayerEncoding, what: str) -> CaffeLayer:
     return CaffeLayer(name, kind, blobs)
 
 
-def read_caffemodel(path: Union[str, Path], max_bytes: int = MAX_FILE_BYTES) -> CaffeNet:
+def read_caffemodel(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> CaffeNet:
     """Read the layers of a binary ``.caffemodel`` (``layer`` or legacy ``layers`` encoding).
 
     Raises:
@@ -224,7 +224,7 @@ def read_caffemodel(path: Union[str, Path], max_bytes: int = MAX_FILE_BYTES) -> 
     if size > max_bytes:
         raise ConversionError(f'{path}: expected at most {max_bytes} bytes for a .caffemodel, got {size}')
     data = memoryview(path.read_bytes())
-    found: Dict[str, List[memoryview]] = {key: [] for key in LAYER_ENCODINGS}
+    found: dict[str, list[memoryview]] = {key: [] for key in LAYER_ENCODINGS}
     for number, wire, value in _fields(data, str(path)):
         for key, encoding in LAYER_ENCODINGS.items():
             if number == encoding.net_field:
@@ -236,7 +236,7 @@ def read_caffemodel(path: Union[str, Path], max_bytes: int = MAX_FILE_BYTES) -> 
         raise ConversionError(f'{path}: expected a Caffe NetParameter with either "layer" or legacy "layers", '
                               f'got {problem} (not a .caffemodel?)')
     encoding = LAYER_ENCODINGS[used[0]]
-    layers: Dict[str, CaffeLayer] = {}
+    layers: dict[str, CaffeLayer] = {}
     for index, message in enumerate(found[used[0]]):
         layer = _layer(message, encoding, f'{path}: layer {index}')
         if layer.blobs and layer.name in layers:
@@ -258,10 +258,10 @@ CAFFE_CROP_PCT = 227 / 256
 POOL5_GRID = {1: (13, 13), 2: (6, 6)}
 
 
-def _weighted_layers() -> List[Tuple[str, str, int, int, int]]:
-    """(Caffe name, our module path with {half}, out channels, in channels, kernel) of conv1..fc7."""
+def _weighted_layers(model: SplitBrainAlexNet) -> list[tuple[str, str, int, int, int]]:
+    """(Caffe name, our module path with {half}, out channels, in channels, kernel) of conv1..fc7 of ``model``."""
     rows, in_chs = [], 3
-    for prefix, table in (('features', ALEXNET_CONVS), ('pre_logits', ALEXNET_FCS)):
+    for prefix, table in (('features', model.convs), ('pre_logits', model.fcs)):
         for name, out_chs, kernel, *_ in table:
             rows.append((name, f'{prefix}.branches.{{half}}.{name}', out_chs, in_chs, kernel))
             in_chs = out_chs
@@ -280,11 +280,11 @@ def _dense(weight: torch.Tensor, in_chs: int) -> torch.Tensor:
     return dense
 
 
-def _squeezed(shape: Tuple[int, ...]) -> Tuple[int, ...]:
+def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(d for d in shape if d != 1)
 
 
-def _checked_blobs(layer: CaffeLayer, shapes: List[Tuple[int, ...]], what: str) -> List[torch.Tensor]:
+def _checked_blobs(layer: CaffeLayer, shapes: list[tuple[int, ...]], what: str) -> list[torch.Tensor]:
     """The layer's blobs reshaped to ``shapes``; legacy blobs may carry extra 1-sized axes (1x1x1xN)."""
     if layer.type and layer.type != 'Convolution':
         raise ConversionError(f'{what}: expected a Convolution layer (deploy_lab.prototxt), got {layer.type!r}')
@@ -300,7 +300,7 @@ def _checked_blobs(layer: CaffeLayer, shapes: List[Tuple[int, ...]], what: str) 
 class LayerSplit:
     """How one Caffe layer was cut into the halves."""
     name: str
-    channels: Dict[str, List[int]]  # half -> the Caffe output channels it got, in the model's order
+    channels: dict[str, list[int]]  # half -> the Caffe output channels it got, in the model's order
     cross_half_max: float  # the largest |weight| from one half's inputs to the other half's outputs
     weight_max: float
 
@@ -309,9 +309,9 @@ class LayerSplit:
         return self.cross_half_max <= CROSS_HALF_TOLERANCE * self.weight_max
 
 
-def _span(indices: List[int], most: int = 4) -> str:
+def _span(indices: list[int], most: int = 4) -> str:
     """[0, 1, 2, 5] -> '0-2, 5': channel lists as a person reads them (scattered ones abbreviated)."""
-    runs: List[List[int]] = []
+    runs: list[list[int]] = []
     for i in indices:
         if runs and i == runs[-1][1] + 1:
             runs[-1][1] = i
@@ -326,13 +326,13 @@ class CaffeConversion:
     """What ``convert_caffe`` did: the layers it cut, how cleanly, and what it wrote."""
     source: Path
     encoding: str
-    layers: List[LayerSplit]
-    ignored: List[str]
+    layers: list[LayerSplit]
+    ignored: list[str]
     weights_path: Path
     pool5_stride: int
-    forced: List[str] = field(default_factory=list)  # layers converted despite cross-half weights
+    forced: list[str] = field(default_factory=list)  # layers converted despite cross-half weights
 
-    def lines(self) -> List[str]:
+    def lines(self) -> list[str]:
         out = [f'{self.source} ({self.encoding!r} encoding) -> {self.weights_path}']
         for layer in self.layers:
             halves = '; '.join(f'{half} = Caffe channels {_span(ch)}' for half, ch in layer.channels.items())
@@ -348,7 +348,7 @@ class CaffeConversion:
         return out
 
 
-def _split(name: str, weight: torch.Tensor, inputs: Dict[str, torch.Tensor]) -> LayerSplit:
+def _split(name: str, weight: torch.Tensor, inputs: dict[str, torch.Tensor]) -> LayerSplit:
     """Give each output filter to the half whose inputs it reads; the other half's weights are cross-half.
 
     With two halves (``first``, ``second``) a filter's score is its largest weight on the second
@@ -365,7 +365,7 @@ def _split(name: str, weight: torch.Tensor, inputs: Dict[str, torch.Tensor]) -> 
     return LayerSplit(name, {h: c.tolist() for h, c in channels.items()}, cross, float(magnitude.max()))
 
 
-def convert_caffe(caffemodel: Union[str, Path], out_dir: Union[str, Path], force: bool = False,
+def convert_caffe(caffemodel: str | Path, out_dir: str | Path, force: bool = False,
                   pool5_stride: int = 1) -> CaffeConversion:
     """Convert the authors' split-brain ``.caffemodel`` to a ``save_pretrained`` folder.
 
@@ -386,12 +386,22 @@ def convert_caffe(caffemodel: Union[str, Path], out_dir: Union[str, Path], force
             (unless ``force``); nothing is written then.
     """
     import timm
-    from .weights import save_pretrained, sha256_of
+
+    from .weights import DEFAULT_ARCHITECTURE, save_pretrained, sha256_of
     if pool5_stride not in POOL5_GRID:
         raise ConversionError(f'pool5_stride: expected one of {sorted(POOL5_GRID)}, got {pool5_stride}')
     source = Path(caffemodel)
     net = read_caffemodel(source)
-    rows = _weighted_layers()
+    overlay = dict(
+        tag='caffe', input_size=CAFFE_INPUT_SIZE, crop_pct=CAFFE_CROP_PCT, pool_size=POOL5_GRID[pool5_stride],
+        hf_hub_id=None, license='other',
+        notes=(f"Converted by splitbrain_hub.convert_caffe from the authors' Caffe release {source.name}; "
+               "the authors' terms for their weights apply.",),
+    )
+    # Built on the meta device: every tensor comes from the file, none is initialised for nothing.
+    model = timm.create_model(DEFAULT_ARCHITECTURE, pretext={}, pool5_stride=pool5_stride,
+                              pretrained_cfg_overlay=overlay, device='meta')
+    rows = _weighted_layers(model)
     needed = [DATA_LAB] + [row[0] for row in rows]
     missing = [name for name in needed if name not in net.layers or not net.layers[name].blobs]
     if missing:
@@ -402,7 +412,7 @@ def convert_caffe(caffemodel: Union[str, Path], out_dir: Union[str, Path], force
     lab_weight, lab_bias = _checked_blobs(net.layers[DATA_LAB], [(3, 1, 1, 1), (3,)], f'{source}: {DATA_LAB}')
     state = {'data_lab.weight': lab_weight, 'data_lab.bias': lab_bias}
     inputs = {half: torch.tensor(channels) for half, channels in SPLIT_BRAIN_HALVES.items()}
-    splits: List[LayerSplit] = []
+    splits: list[LayerSplit] = []
     for name, module, out_chs, in_chs, kernel in rows:
         group = CAFFE_GROUPS.get(name, 1)
         weight, bias = _checked_blobs(net.layers[name], [(out_chs, in_chs // group, kernel, kernel), (out_chs,)],
@@ -424,15 +434,6 @@ def convert_caffe(caffemodel: Union[str, Path], out_dir: Union[str, Path], force
             f"each layer's largest), got {worst}; dropping them would change the network. Use force=True "
             '(--force) to convert anyway.')
 
-    overlay = dict(
-        tag='caffe', input_size=CAFFE_INPUT_SIZE, crop_pct=CAFFE_CROP_PCT, pool_size=POOL5_GRID[pool5_stride],
-        hf_hub_id=None, license='other',
-        notes=(f"Converted by splitbrain_hub.convert_caffe from the authors' Caffe release {source.name}; "
-               "the authors' terms for their weights apply.",),
-    )
-    # Built on the meta device: every tensor comes from the file, none is initialised for nothing.
-    model = timm.create_model('splitbrain_alexnet', pretext={}, pool5_stride=pool5_stride,
-                              pretrained_cfg_overlay=overlay, device='meta')
     model.load_state_dict(state, strict=True, assign=True)
     weights_path = save_pretrained(model, out_dir, extra_config={'converted_from': {
         'file': source.name, 'sha256': sha256_of(source), 'encoding': net.encoding,

@@ -19,11 +19,10 @@ import argparse
 import json
 import sys
 import time
-import warnings
 from collections import defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
@@ -31,12 +30,21 @@ from PIL import Image
 
 from . import __version__, distributed, jobs, loader
 from .errors import InputError, SplitBrainError
-from .inference import (DEFAULT_MODEL, DEFAULT_TEMPERATURE, FEATURE_LAYERS, colorize, extract_features, load_model,
-                        predict_lightness, resolve_device)
+from .files import atomic_write
+from .images import DEFAULT_MAX_PIXELS
+from .inference import (
+    DEFAULT_TEMPERATURE,
+    FEATURE_LAYERS,
+    colorize,
+    extract_features,
+    load_model,
+    predict_lightness,
+    resolve_device,
+)
 from .precision import AMP_SETTINGS
 from .serve import command as serve_command  # argparse only; the web stack is imported when serve runs
 from .upsample import DEFAULT_UPSAMPLE, UPSAMPLERS
-from .weights import WEIGHTS_NAME, atomic_write, resolve_pretrained_cfg_file, sha256_of
+from .weights import sha256_of, weights_file
 
 EXIT_OK, EXIT_FAILED_INPUTS, EXIT_USAGE = 0, 1, 2
 
@@ -58,7 +66,7 @@ class Command:
 # --- writing outputs ------------------------------------------------------------------------------
 
 def _write(path: Path, write: Callable[[str], None]) -> None:
-    """``write(tmp)`` to a temporary file renamed over ``path`` (see ``weights.atomic_write``)."""
+    """``write(tmp)`` to a temporary file renamed over ``path`` (see ``files.atomic_write``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, write)
 
@@ -74,7 +82,7 @@ def _save_npy(array: np.ndarray, path: Path) -> None:
     _write(path, write)
 
 
-def _save_safetensors(tensors: Dict[str, torch.Tensor], path: Path, metadata: Optional[Dict[str, str]] = None) -> None:
+def _save_safetensors(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
     from safetensors.torch import save_file
     _write(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, tmp, metadata=metadata))
 
@@ -88,10 +96,10 @@ class _ShardRows:
 
     def __init__(self, layers: Sequence[str], file_format: str) -> None:
         self.layers, self.format = list(layers), file_format
-        self.keys: Dict[Path, List[str]] = defaultdict(list)
-        self.rows: Dict[Path, Dict[str, List[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
+        self.keys: dict[Path, list[str]] = defaultdict(list)
+        self.rows: dict[Path, dict[str, list[torch.Tensor]]] = defaultdict(lambda: defaultdict(list))
 
-    def add(self, output: Path, keys: List[str], features: Dict[str, torch.Tensor]) -> None:
+    def add(self, output: Path, keys: list[str], features: dict[str, torch.Tensor]) -> None:
         self.keys[output] += keys
         for layer in self.layers:
             self.rows[output][layer].append(features[layer].cpu())
@@ -127,7 +135,7 @@ def _rank_and_device(args: argparse.Namespace):
 
 
 def _run_batches(args: argparse.Namespace, name: str, layout: jobs.Layout, process: Process, rank: distributed.Rank,
-                 device: torch.device, shard_rows: Optional[_ShardRows] = None) -> int:
+                 device: torch.device, shard_rows: _ShardRows | None = None) -> int:
     """Run ``process`` over this rank's batches, decoded ahead; print failures; rank 0 prints the summary."""
     from tqdm import tqdm
     start = time.perf_counter()
@@ -139,7 +147,7 @@ def _run_batches(args: argparse.Namespace, name: str, layout: jobs.Layout, proce
         failures = (missing if rank.rank == 0 else []) + failures  # every rank finds the same missing inputs
         done, waiting = 0, 0.0
         workers = loader.default_workers(rank.local_world_size) if args.workers is None else args.workers
-        decoded_batches = iter(loader.decoded_batches(batches, workers, pin_memory=device.type == 'cuda'))
+        decoded_batches = iter(loader.decoded_batches(batches, workers, device.type == 'cuda', args.max_pixels))
         desc = name if rank.world_size == 1 else f'{name} ({rank})'
         with tqdm(total=sum(len(b.jobs) for b in batches), unit='img', desc=desc, file=sys.stderr,
                   disable=None if rank.rank == 0 else True) as bar:
@@ -230,12 +238,9 @@ def _run_info(args: argparse.Namespace) -> int:
     print(f'splitbrain-hub {__version__} (torch {torch.__version__})')
     print(f'device: {resolve_device(args.device)}')
     try:
+        source = weights_file(args.weights)
         if args.weights is not None:
-            weights = Path(args.weights)
-            source = weights / WEIGHTS_NAME if weights.is_dir() else weights
             load_model(args.weights, 'cpu')  # proves the file loads
-        else:
-            source = Path(resolve_pretrained_cfg_file(DEFAULT_MODEL).file)
     except SplitBrainError as e:
         print(f'weights: none usable: {e}')
         return EXIT_USAGE
@@ -278,7 +283,7 @@ def _model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument('--weights', metavar='PATH',
                         help='a save_pretrained folder or .safetensors file (default: the pretrained model)')
     parser.add_argument('--device', help='cpu, cuda, cuda:N or mps (default: cuda, then mps, then cpu); '
-                                         'under torchrun cuda means each process\'s GPU LOCAL_RANK')
+                                         "under torchrun cuda means each process's GPU LOCAL_RANK")
 
 
 def _non_negative_int(text: str) -> int:
@@ -301,10 +306,10 @@ def _batch_arguments(parser: argparse.ArgumentParser) -> None:
                         help='processes decoding images ahead of the model, per process of the job '
                              '(default: the cores shared among the processes on this machine, at most 8; 0: none)')
     parser.add_argument('--batch-size', type=_positive_int, default=8, help='images per forward pass (default 8)')
-    parser.add_argument('--size', type=_positive_int, help='network input side (default: the model\'s)')
+    parser.add_argument('--size', type=_positive_int, help="network input side (default: the model's)")
     parser.add_argument('--overwrite', action='store_true', help='redo inputs whose outputs exist (default: skip)')
-    parser.add_argument('--max-pixels', type=_positive_int,
-                        help=f'refuse larger images (default: Pillow\'s {Image.MAX_IMAGE_PIXELS:,})')
+    parser.add_argument('--max-pixels', type=_positive_int, default=DEFAULT_MAX_PIXELS,
+                        help=f"refuse images of more pixels (default {DEFAULT_MAX_PIXELS:,}, Pillow's own limit)")
     _model_arguments(parser)
 
 
@@ -312,7 +317,7 @@ def _prediction_arguments(parser: argparse.ArgumentParser) -> None:
     _batch_arguments(parser)
     parser.add_argument('--temperature', type=float, default=DEFAULT_TEMPERATURE,
                         help=f'annealed-mean temperature (default {DEFAULT_TEMPERATURE}; lower is more vivid)')
-    _amp_argument(parser, "colorize: auto, bf16 where native; lightness: off")
+    _amp_argument(parser, 'colorize: auto, bf16 where native; lightness: off')
 
 
 def _amp_argument(parser: argparse.ArgumentParser, default: str) -> None:
@@ -325,7 +330,7 @@ def _colorize_arguments(parser: argparse.ArgumentParser) -> None:
     _prediction_arguments(parser)
     parser.add_argument('--upsample', choices=tuple(UPSAMPLERS), default=DEFAULT_UPSAMPLE,
                         help=f'how the coarse colour grid reaches full resolution (default {DEFAULT_UPSAMPLE}): guided '
-                             'follows the edges of the photo\'s lightness, bilinear blurs colour across them')
+                             "follows the edges of the photo's lightness, bilinear blurs colour across them")
 
 
 def _feature_arguments(parser: argparse.ArgumentParser) -> None:
@@ -366,7 +371,7 @@ def _export_arguments(parser: argparse.ArgumentParser) -> None:
                              'of the source checkout, filled by npm ci in web/)')
 
 
-COMMANDS: Dict[str, Command] = {
+COMMANDS: dict[str, Command] = {
     'colorize': Command('colorize images from their lightness (L half): PNG per image',
                         _colorize_arguments, _image_command(colorize)),
     'lightness': Command('predict lightness from colour (ab half): greyscale PNG per image',
@@ -392,12 +397,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # Pillow warns between its limit and twice it; images.read_image refuses those with a clearer message.
-    warnings.simplefilter('ignore', Image.DecompressionBombWarning)
-    if getattr(args, 'max_pixels', None) is not None:
-        Image.MAX_IMAGE_PIXELS = args.max_pixels
     try:
         return COMMANDS[args.command].run(args)
     except SplitBrainError as e:

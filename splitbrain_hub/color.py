@@ -37,7 +37,7 @@ def rgb_to_lab(image: Tensor) -> Tensor:
         >>> rgb_to_lab(torch.ones(1, 3, 1, 1))[0, 0].round(decimals=3)  # white has L = 100
         tensor([[100.]])
     """
-    _check_image(image, "image")
+    _check_image(image, 'image')
     return _rgb_to_lab(image)
 
 
@@ -64,7 +64,7 @@ def lab_to_rgb(image: Tensor, clip: bool = True) -> Tensor:
         >>> lab_to_rgb(lab).flatten().round(decimals=4)
         tensor([0.4663, 0.4663, 0.4663])
     """
-    _check_image(image, "image")
+    _check_image(image, 'image')
     return _lab_to_rgb(image, clip)
 
 
@@ -155,7 +155,7 @@ def _lab_to_rgb(image: Tensor, clip: bool = True) -> Tensor:
         device=image.device,
         dtype=image.dtype,
     )
-    linear_rgb = torch.einsum("ij,...jhw->...ihw", rgb_from_xyz, xyz)
+    linear_rgb = torch.einsum('ij,...jhw->...ihw', rgb_from_xyz, xyz)
 
     # Apply the sRGB gamma; as above, the power branch only sees values where it is used.
     knee = 0.0031308
@@ -169,10 +169,10 @@ def _lab_to_rgb(image: Tensor, clip: bool = True) -> Tensor:
 def _check_image(image: object, name: str) -> None:
     """Raise ``InputError`` unless ``image`` is a finite floating-point tensor of shape ``(*, 3, H, W)``."""
     if not isinstance(image, Tensor):
-        raise InputError(f"{name}: expected a torch.Tensor, got {type(image).__name__}")
+        raise InputError(f'{name}: expected a torch.Tensor, got {type(image).__name__}')
     if not image.is_floating_point():
-        raise InputError(f"{name}: expected a floating-point dtype, got {image.dtype}")
+        raise InputError(f'{name}: expected a floating-point dtype, got {image.dtype}')
     if image.ndim < 3 or image.shape[-3] != 3:
-        raise InputError(f"{name}: expected shape (*, 3, H, W), got {tuple(image.shape)}")
+        raise InputError(f'{name}: expected shape (*, 3, H, W), got {tuple(image.shape)}')
     if not torch.isfinite(image).all():
-        raise InputError(f"{name}: expected finite values, got NaN or infinity")
+        raise InputError(f'{name}: expected finite values, got NaN or infinity')

@@ -13,10 +13,11 @@ NCCL on CUDA), so that rank 0 prints one summary and every rank returns the same
 Without torchrun's variables there is one rank and no process group: nothing changes.
 """
 import os
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Iterator, List, Mapping, Sequence, TypeVar
+from typing import TypeVar
 
 import torch
 
@@ -65,7 +66,7 @@ def from_environment(environ: Mapping[str, str] = os.environ) -> Rank:
     return rank
 
 
-def share(parts: Sequence[T], rank: Rank) -> List[T]:
+def share(parts: Sequence[T], rank: Rank) -> list[T]:
     """This rank's parts: every ``world_size``-th one, starting at its rank (round robin, so that each rank
     gets about as many of the early and of the late parts, whatever their sizes)."""
     return list(parts[rank.rank::rank.world_size])
@@ -102,7 +103,7 @@ def process_group(rank: Rank, device: torch.device) -> Iterator[None]:
         dist.destroy_process_group()
 
 
-def every_rank(values: Sequence[float], rank: Rank, device: torch.device) -> List[List[float]]:
+def every_rank(values: Sequence[float], rank: Rank, device: torch.device) -> list[list[float]]:
     """Each rank's ``values``, in rank order (waits until every rank has called it)."""
     if rank.world_size == 1:
         return [list(values)]

@@ -13,6 +13,22 @@ class InputError(SplitBrainError, ValueError):
     """A user-supplied image, tensor, array or argument is unusable (wrong shape, dtype, range, file...)."""
 
 
+class EmptyImageError(InputError):
+    """Image data of zero bytes (an empty file or upload)."""
+
+
+class UnsupportedFormatError(InputError):
+    """Data that does not start like an image format the package decodes (``images.IMAGE_FORMATS``)."""
+
+
+class CorruptImageError(InputError):
+    """Data that starts like an image but is truncated or corrupt."""
+
+
+class TooManyPixelsError(InputError):
+    """An image whose header declares more pixels than the limit (a possible decompression bomb)."""
+
+
 class WeightsError(SplitBrainError):
     """Pretrained weights are missing, unreadable, or do not match the model they are loaded into."""
 

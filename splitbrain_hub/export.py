@@ -33,6 +33,7 @@ from torch.export import Dim
 
 from .color import _lab_to_rgb, _rgb_to_lightness
 from .errors import InputError, SplitBrainError
+from .files import atomic_write
 from .inference import (
     COLORIZE,
     DEFAULT_TEMPERATURE,
@@ -47,7 +48,6 @@ from .inference import (
 )
 from .models.splitbrain_alexnet import SplitBrainAlexNet
 from .upsample import UPSAMPLERS
-from .weights import atomic_write
 
 __all__ = ['DEFAULT_OPSET', 'GRAPHS', 'OPSET_RANGE', 'PHOTO_GRAPHS', 'export_onnx', 'export_programs', 'export_web',
            'to_fp16']

@@ -5,26 +5,28 @@ Everything a user may hand to ``colorize`` is turned into one thing, an ``ImageB
 what kind of object came in, so ``to_output`` can hand the result back as that same kind.
 
 Anything unusable raises ``InputError`` naming the input and the problem ("<what>: expected X, got Y")
-before a pixel reaches the network. Files are decoded defensively: Pillow's decompression-bomb limit
-(``PIL.Image.MAX_IMAGE_PIXELS``) is enforced, not just warned about, and every decoder failure
-(truncated, corrupt, not an image) becomes an ``InputError``.
+before a pixel reaches the network. Files and bytes (tar-shard members, uploads) go through one
+defensive decoder, ``decode_image``: the same format allow-list, an explicit pixel limit checked before
+decoding, and every decoder failure (empty, not an image, truncated, corrupt, too many pixels) an
+``InputError`` subclass the service maps to a status code.
 """
 import io
 import math
-import struct
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Union
+from typing import Any, BinaryIO
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
-from .errors import InputError
+from .errors import CorruptImageError, EmptyImageError, InputError, TooManyPixelsError, UnsupportedFormatError
 
-__all__ = ['ImageBatch', 'MIN_SIDE', 'SAMPLE_PHOTO', 'read_image', 'decode_image', 'load_batch', 'load_batches', 'to_output']
+__all__ = ['DEFAULT_MAX_PIXELS', 'IMAGE_FORMATS', 'ImageBatch', 'MIN_SIDE', 'SAMPLE_PHOTO', 'decode_image', 'load_batch',
+           'load_batches', 'sniff_format', 'to_output']
 
-ImageInput = Union[str, Path, Image.Image, np.ndarray, torch.Tensor]
+ImageInput = str | Path | Image.Image | np.ndarray | torch.Tensor
 
 # A photo the package ships (CC0, see assets/README.md): something to try the model on.
 SAMPLE_PHOTO = Path(__file__).parent / 'assets' / 'coffee.jpg'
@@ -60,11 +62,11 @@ class ImageBatch:
         batched: a tensor input had a batch dimension (NCHW).
     """
     pixels: torch.Tensor
-    alpha: Optional[torch.Tensor]
+    alpha: torch.Tensor | None
     name: str
     kind: str
     dtype: Any = None
-    device: Optional[torch.device] = None
+    device: torch.device | None = None
     batched: bool = False
 
     @property
@@ -72,65 +74,110 @@ class ImageBatch:
         return tuple(self.pixels.shape[-2:])
 
 
-# --- files ----------------------------------------------------------------------------------------
+# --- the decoder of image data: files, tar-shard members, uploads ----------------------------------
 
-def read_image(path: Union[str, Path]) -> Image.Image:
-    """Open, check and fully decode an image file, turned upright by its EXIF orientation.
+# Leading bytes -> Pillow format: the formats decoded, from files and uploads alike. Pillow is allowed only
+# the plugin the bytes claim (never the file name's), so crafted data cannot wander into a rarely used one.
+_MAGIC = (
+    (b'\xff\xd8\xff', 'JPEG'),
+    (b'\x89PNG\r\n\x1a\n', 'PNG'),
+    (b'GIF87a', 'GIF'),
+    (b'GIF89a', 'GIF'),
+    (b'BM', 'BMP'),
+    (b'II*\x00', 'TIFF'),
+    (b'MM\x00*', 'TIFF'),
+    *((f'P{kind}'.encode(), 'PPM') for kind in range(1, 7)),  # PBM, PGM, PPM, ASCII and binary
+)
+IMAGE_FORMATS = ('JPEG', 'PNG', 'GIF', 'BMP', 'TIFF', 'WebP', 'PPM/PGM/PBM')
+# Pillow's own default limit (89,478,485 pixels, about 9500 x 9500), unless the caller gives another.
+DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
+_HEAD_BYTES = 16
 
+
+def sniff_format(head: bytes) -> str | None:
+    """The Pillow format the bytes start with (one of ``IMAGE_FORMATS``), or None."""
+    if head[:4] == b'RIFF' and head[8:12] == b'WEBP':
+        return 'WEBP'
+    return next((fmt for magic, fmt in _MAGIC if head.startswith(magic)), None)
+
+
+def decode_image(source: bytes | str | Path, max_pixels: int | None = DEFAULT_MAX_PIXELS,
+                 name: str | None = None) -> Image.Image:
+    """Decode an image file or an image's bytes fully, upright by its EXIF orientation.
+
+    The one decoder of foreign image data (files, tar-shard members, uploads). The format is sniffed from
+    the first bytes; the pixel count in the header is checked against ``max_pixels`` before a pixel is
+    decoded, so a decompression bomb is refused without allocating its memory.
+
+    Args:
+        source: a path, or the bytes of an image file.
+        max_pixels: the most pixels (width x height) accepted; None sets no limit of ours (Pillow's
+            process-wide ``PIL.Image.MAX_IMAGE_PIXELS`` still refuses more than twice its value).
+        name: how errors name the image (default: the path, or 'image' for bytes).
     Raises:
-        InputError: missing path, a directory, an empty file, not an image, truncated or corrupt
-            data, a side under ``MIN_SIDE``, or more pixels than ``PIL.Image.MAX_IMAGE_PIXELS``.
+        EmptyImageError, UnsupportedFormatError, CorruptImageError, TooManyPixelsError (``InputError``s);
+        ``InputError`` for a missing, unreadable or directory path, or a side under ``MIN_SIDE``.
     """
-    path = Path(path)
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return _decode(io.BytesIO(source), name or 'image', max_pixels)
+    path = Path(source)
+    name = name or str(path)
+    with _open_file(path, name) as stream:
+        return _decode(stream, name, max_pixels)
+
+
+def _open_file(path: Path, name: str) -> BinaryIO:
     if not path.exists():
-        raise InputError(f'{path}: expected an image file, but no such file exists')
+        raise InputError(f'{name}: expected an image file, but no such file exists')
     if path.is_dir():
-        raise InputError(f'{path}: expected an image file, got a directory')
-    if path.stat().st_size == 0:
-        raise InputError(f'{path}: expected an image file, got an empty (0-byte) file')
-    return _decode(path, str(path))
-
-
-def decode_image(data: bytes, name: str) -> Image.Image:
-    """``read_image`` for an image's bytes (e.g. a member of a tar shard); ``name`` is how errors name it."""
-    if not data:
-        raise InputError(f'{name}: expected an image file, got an empty (0-byte) file')
-    return _decode(io.BytesIO(data), name)
-
-
-def _decode(source: Union[Path, io.BytesIO], name: str) -> Image.Image:
+        raise InputError(f'{name}: expected an image file, got a directory')
     try:
-        image = Image.open(source)
-    except Image.DecompressionBombError as e:
-        raise InputError(f'{name}: refused as a possible decompression bomb ({e}); {_how_to_raise_limit()}') from e
-    except UnidentifiedImageError as e:
-        raise InputError(f'{name}: expected an image file Pillow can read (JPEG, PNG, ...), '
-                         'got data it cannot identify') from e
-    except PermissionError as e:
-        raise InputError(f'{name}: expected a readable file, got permission denied') from e
-    except (OSError, ValueError, SyntaxError, struct.error) as e:
-        # A header cut short or inconsistent: Pillow's plugins raise these (fuzzing found ValueError
-        # 'Invalid dimensions' from a TIFF header, tests/fuzz_corpus/image/crash-763ee7f7...).
-        raise InputError(f'{name}: truncated or corrupt image data ({type(e).__name__}: {e})') from e
-    with image:
+        return open(path, 'rb')
+    except OSError as e:  # permission denied, or a special file
+        raise InputError(f'{name}: expected a readable file, got {type(e).__name__}: {e.strerror or e}') from e
+
+
+def _decode(stream: BinaryIO, name: str, max_pixels: int | None) -> Image.Image:
+    head = stream.read(_HEAD_BYTES)
+    stream.seek(0)
+    if not head:
+        raise EmptyImageError(f'{name}: expected image data, got an empty (0-byte) file')
+    fmt = sniff_format(head)
+    if fmt is None:
+        raise UnsupportedFormatError(f'{name}: expected {", ".join(IMAGE_FORMATS)} data, got bytes starting {head[:8]!r}')
+    with _open_as(stream, fmt, name) as image:
         width, height = image.size
+        if max_pixels is not None and width * height > max_pixels:
+            raise TooManyPixelsError(
+                f'{name}: image is {width}x{height} = {width * height:,} pixels, more than the limit of '
+                f'{max_pixels:,} pixels (a decompression-bomb guard); {_HOW_TO_RAISE_LIMIT}')
         _check_side(name, width, height)
-        limit = Image.MAX_IMAGE_PIXELS
-        if limit is not None and width * height > limit:
-            raise InputError(
-                f'{name}: image is {width}x{height} = {width * height:,} pixels, more than the '
-                f'decompression-bomb limit of {limit:,} pixels; {_how_to_raise_limit()}')
         try:
             image.load()
-            # transpose() makes a new, fully decoded image, so closing the file above is safe.
+            # transpose() makes a new, fully decoded image, so closing the file afterwards is safe.
             return ImageOps.exif_transpose(image)
         except Exception as e:  # Pillow's decoders raise many types (OSError, ValueError, SyntaxError...)
-            raise InputError(f'{name}: truncated or corrupt image data ({type(e).__name__}: {e})') from e
+            raise CorruptImageError(f'{name}: truncated or corrupt {fmt} data ({type(e).__name__}: {e})') from e
 
 
-def _how_to_raise_limit() -> str:
-    return ('if you trust the file, raise the limit: PIL.Image.MAX_IMAGE_PIXELS = <pixels> '
-            '(None disables it), or the CLI option --max-pixels')
+def _open_as(stream: BinaryIO, fmt: str, name: str) -> Image.Image:
+    """Pillow's plugin for ``fmt`` alone on ``stream``: the header read, no pixel decoded yet."""
+    try:
+        with warnings.catch_warnings():
+            # The pixel limit is ours (max_pixels): Pillow's warning below its own hard limit is only noise.
+            warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+            return Image.open(stream, formats=[fmt])
+    except Image.DecompressionBombError as e:
+        raise TooManyPixelsError(f'{name}: refused as a possible decompression bomb by Pillow ({e}); '
+                                 f'{_HOW_TO_RAISE_LIMIT}') from e
+    except Exception as e:  # a header cut short or inconsistent: OSError, SyntaxError, ValueError, struct.error...
+        # (fuzzing found ValueError 'Invalid dimensions' from a TIFF header, tests/fuzz_corpus/image/crash-763ee7f7...)
+        raise CorruptImageError(f'{name}: truncated or corrupt {fmt} data, its header unreadable '
+                                f'({type(e).__name__}: {e})') from e
+
+
+_HOW_TO_RAISE_LIMIT = ('if you trust the file, raise max_pixels (the CLI option --max-pixels); above twice '
+                       "Pillow's PIL.Image.MAX_IMAGE_PIXELS, raise that too")
 
 
 def _check_side(name: str, width: int, height: int) -> None:
@@ -234,8 +281,8 @@ def load_batch(image: Any, name: str = 'image') -> ImageBatch:
     """
     if isinstance(image, ImageBatch):
         return image
-    if isinstance(image, (str, Path)):
-        return _array_to_batch(_pil_to_array(read_image(image), str(image)), str(image), 'pil')
+    if isinstance(image, (str, Path)):  # Pillow's default pixel limit: decode a larger trusted file with decode_image
+        return _array_to_batch(_pil_to_array(decode_image(image), str(image)), str(image), 'pil')
     if isinstance(image, Image.Image):
         _check_side(name, *image.size)
         return _array_to_batch(_pil_to_array(image, name), name, 'pil')
@@ -246,12 +293,13 @@ def load_batch(image: Any, name: str = 'image') -> ImageBatch:
     raise InputError(f'{name}: expected a path, PIL image, numpy array or torch tensor, got {type(image).__name__}')
 
 
-def load_batches(images: Any) -> List[ImageBatch]:
-    """One input or a list / tuple of them -> one ``ImageBatch`` each, named ``image[i]`` in a list."""
+def load_batches(images: Any, start: int = 0) -> list[ImageBatch]:
+    """One input or a list / tuple of them -> one ``ImageBatch`` each, named ``image[start + i]`` in a list
+    (``start``: where the list sits in the caller's longer one)."""
     if isinstance(images, (list, tuple)):
         if not images:
             raise InputError('images: expected at least one image, got an empty list')
-        return [load_batch(image, str(image) if isinstance(image, (str, Path)) else f'image[{i}]')
+        return [load_batch(image, str(image) if isinstance(image, (str, Path)) else f'image[{start + i}]')
                 for i, image in enumerate(images)]
     return [load_batch(images, str(images) if isinstance(images, (str, Path)) else 'image')]
 
@@ -278,7 +326,7 @@ def to_output(pixels: torch.Tensor, like: ImageBatch) -> Any:
     return array[:, :, 0] if array.shape[2] == 1 else array
 
 
-def _quantize(pixels: torch.Tensor, integer_max: Optional[int], dtype) -> torch.Tensor:
+def _quantize(pixels: torch.Tensor, integer_max: int | None, dtype) -> torch.Tensor:
     """[0, 1] floats -> ``dtype``: rounded to 0..integer_max for integer outputs, else cast."""
     if integer_max is None:
         return pixels.to(dtype)

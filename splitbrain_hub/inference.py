@@ -12,12 +12,14 @@ regression heads give the channels / ``REGRESSION_SCALE``. So the (reg) variants
 
 The default model (the shipped pretrained weights) is loaded once per device and cached.
 """
+import functools
 import math
 import threading
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -29,7 +31,7 @@ from .models.splitbrain_alexnet import PRETEXT_TARGETS, REGRESSION_SCALE
 from .precision import autocast, autocast_dtype
 from .quantize import _annealed_mean_from_logits, ab_bin_centers, l_bin_centers
 from .upsample import DEFAULT_UPSAMPLE, Bilinear, Upsampler, resolve_upsampler
-from .weights import DEFAULT_ARCHITECTURE as DEFAULT_MODEL, load_pretrained
+from .weights import DEFAULT_ARCHITECTURE, load_pretrained
 
 __all__ = ['colorize', 'predict_lightness', 'extract_features', 'load_model', 'resolve_device',
            'CrossChannelTask', 'COLORIZE', 'LIGHTNESS', 'FEATURE_LAYERS']
@@ -63,9 +65,9 @@ class CrossChannelTask:
         keeps: input Lab channels kept at full resolution in the result; other channels are 0.
         grey: the result has one channel (grey) instead of RGB.
     """
-    sees: Tuple[int, ...]
-    predicts: Tuple[int, ...]
-    keeps: Tuple[int, ...]
+    sees: tuple[int, ...]
+    predicts: tuple[int, ...]
+    keeps: tuple[int, ...]
     grey: bool
 
 
@@ -78,7 +80,7 @@ _BIN_CENTERS = {(1, 2): ab_bin_centers, (0,): l_bin_centers}
 
 # --- devices and the model cache ------------------------------------------------------------------
 
-def resolve_device(device: Union[str, torch.device, None] = None) -> torch.device:
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """``device`` as a ``torch.device``; None picks CUDA, then Apple's MPS, then the CPU."""
     if device is None:
         if torch.cuda.is_available():
@@ -95,11 +97,11 @@ def resolve_device(device: Union[str, torch.device, None] = None) -> torch.devic
     return device
 
 
-_model_cache: Dict[Tuple[str, str], torch.nn.Module] = {}
+_model_cache: dict[tuple[str, str], torch.nn.Module] = {}
 _model_cache_lock = threading.Lock()
 
 
-def load_model(weights: Union[str, Path, None] = None, device: Union[str, torch.device, None] = None) -> torch.nn.Module:
+def load_model(weights: str | Path | None = None, device: str | torch.device | None = None) -> torch.nn.Module:
     """The model the functions here use by default, in eval mode on ``device``, loaded once and cached.
 
     Args:
@@ -118,14 +120,14 @@ def load_model(weights: Union[str, Path, None] = None, device: Union[str, torch.
         return _model_cache[key]
 
 
-def _load_weights(weights: Union[str, Path, None]) -> torch.nn.Module:
+def _load_weights(weights: str | Path | None) -> torch.nn.Module:
     import timm
     if weights is None:
-        return timm.create_model(DEFAULT_MODEL, pretrained=True)
+        return timm.create_model(DEFAULT_ARCHITECTURE, pretrained=True)
     return load_pretrained(weights)
 
 
-def _model_and_device(model: Optional[torch.nn.Module], device) -> Tuple[torch.nn.Module, torch.device]:
+def _model_and_device(model: torch.nn.Module | None, device) -> tuple[torch.nn.Module, torch.device]:
     if model is None:
         model = load_model(device=device)
     model_device = next(model.parameters()).device
@@ -157,16 +159,27 @@ def _check_temperature(temperature: Any) -> float:
     return float(temperature)
 
 
-def _network_size(model: torch.nn.Module, size: Any) -> Tuple[int, int]:
+def _sides(value: Any, what: str, low: int, high: int | None = None) -> tuple[int, int]:
+    """An int or (height, width) of ints in [low, high] (no upper bound when ``high`` is None) -> (height, width)."""
+    sides = (value, value) if isinstance(value, int) else tuple(value) if isinstance(value, (tuple, list)) else ()
+    if len(sides) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and low <= s
+                                  and (high is None or s <= high) for s in sides):
+        bounds = f'in [{low}, {high}]' if high is not None else f'>= {low}'
+        raise InputError(f'{what}: expected None, an int or (height, width) with sides {bounds}, got {value!r}')
+    return sides
+
+
+def _check_batch_size(batch_size: Any) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InputError(f'batch_size: expected an int >= 1, got {batch_size!r}')
+
+
+def _network_size(model: torch.nn.Module, size: Any) -> tuple[int, int]:
     """``size`` (None: the model's pretrained input size; an int; or (height, width)) checked."""
     if size is None:
         cfg = getattr(model, 'pretrained_cfg', None) or {}
         return tuple(cfg.get('input_size', (3, 227, 227))[-2:])
-    sides = (size, size) if isinstance(size, int) else tuple(size) if isinstance(size, (tuple, list)) else ()
-    low, high = SIZE_RANGE
-    if len(sides) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and low <= s <= high for s in sides):
-        raise InputError(f'size: expected None, an int or (height, width) with sides in [{low}, {high}], got {size!r}')
-    return sides
+    return _sides(size, 'size', *SIZE_RANGE)
 
 
 def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
@@ -189,7 +202,7 @@ def _half_for(model: torch.nn.Module, task: CrossChannelTask) -> str:
 
 
 def _decode(model: torch.nn.Module, half: str, raw: torch.Tensor, task: CrossChannelTask,
-            temperature: Union[float, torch.Tensor]) -> torch.Tensor:
+            temperature: float | torch.Tensor) -> torch.Tensor:
     """A pretext head's raw output -> the Lab values of ``task.predicts`` on the conv5 grid.
 
     ``temperature`` is checked by the caller; a scalar tensor keeps it an input of an exported graph.
@@ -242,15 +255,31 @@ def _recombine(lab: torch.Tensor, prediction: torch.Tensor, task: CrossChannelTa
     return out
 
 
-def _cross_channel(images: Any, task: CrossChannelTask, temperature: float, model: Optional[torch.nn.Module],
-                   device, size, amp: str, upsample: Upsampler) -> Any:
+def _cross_channel(images: Any, task: CrossChannelTask, temperature: float, model: torch.nn.Module | None,
+                   device, size, amp: str, upsample: Upsampler, batch_size: int) -> Any:
+    """Check the arguments, then predict ``batch_size`` inputs at a time: a long list never holds more
+    than one batch of full-resolution images in memory besides the results."""
     temperature = _check_temperature(temperature)
     upsample = resolve_upsampler(upsample)
     model, device = _model_and_device(model, device)
     amp_dtype = autocast_dtype(amp, device)
     half = _half_for(model, task)
     size = _network_size(model, size)
-    batches = load_batches(images)
+    _check_batch_size(batch_size)
+    predict = functools.partial(_predict_batch, task=task, temperature=temperature, model=model, device=device,
+                                amp_dtype=amp_dtype, half=half, size=size, upsample=upsample)
+    if not isinstance(images, (list, tuple)):
+        return predict(load_batches(images))[0]
+    outputs: list[Any] = []
+    for start in range(0, max(len(images), 1), batch_size):  # an empty list: load_batches says so
+        outputs += predict(load_batches(images[start:start + batch_size], start))
+    return outputs
+
+
+def _predict_batch(batches: list[ImageBatch], task: CrossChannelTask, temperature: float, model: torch.nn.Module,
+                   device: torch.device, amp_dtype: torch.dtype | None, half: str, size: tuple[int, int],
+                   upsample: Upsampler) -> list[Any]:
+    """One forward pass of ``half`` over ``batches``; each result handed back as the kind its input came in."""
     dtype = next(model.parameters()).dtype
     sees = list(task.sees)
     with _evaluating(model, device):
@@ -263,14 +292,13 @@ def _cross_channel(images: Any, task: CrossChannelTask, temperature: float, mode
         predicted = _decode(model, half, raw, task, temperature).split([lab.shape[0] for lab in labs])
         results = [_recombine(lab, prediction, task, upsample) for lab, prediction in zip(labs, predicted)]
     # A returned tensor must be usable with autograd like any other: cloned outside inference mode.
-    outputs = [to_output(result.clone() if batch.kind == 'tensor' else result, batch)
-               for result, batch in zip(results, batches)]
-    return outputs if isinstance(images, (list, tuple)) else outputs[0]
+    return [to_output(result.clone() if batch.kind == 'tensor' else result, batch)
+            for result, batch in zip(results, batches)]
 
 
-def colorize(image: Any, *, temperature: float = DEFAULT_TEMPERATURE, model: Optional[torch.nn.Module] = None,
-             device: Union[str, torch.device, None] = None, size: Union[int, Tuple[int, int], None] = None,
-             amp: str = COLORIZE_AMP, upsample: Upsampler = DEFAULT_UPSAMPLE) -> Any:
+def colorize(image: Any, *, temperature: float = DEFAULT_TEMPERATURE, model: torch.nn.Module | None = None,
+             device: str | torch.device | None = None, size: int | tuple[int, int] | None = None,
+             amp: str = COLORIZE_AMP, upsample: Upsampler = DEFAULT_UPSAMPLE, batch_size: int = 16) -> Any:
     """Colorize photos from their lightness alone (the L half of the split brain).
 
     The L half sees L at the network's input size; its ab distribution is decoded by the annealed
@@ -291,6 +319,8 @@ def colorize(image: Any, *, temperature: float = DEFAULT_TEMPERATURE, model: Opt
         upsample: how the coarse ab grid reaches the photo's resolution: 'guided' (a guided filter with
             the full-resolution L as guide: colour stops at the edges L shows), 'bilinear' (colour bleeds
             over edges inside a grid cell), or a ``splitbrain_hub.upsample.GuidedFilter(radius, eps)``.
+        batch_size: inputs of a list per forward pass; a batch is read, predicted and handed back before
+            the next is read, so memory holds one batch of full-resolution images, not the whole list.
     Returns:
         The same kind as given, RGB (RGBA with alpha): PIL for PIL and paths, an array of the input's
         dtype, a tensor of the input's dtype, device and rank; a list for a list.
@@ -298,44 +328,37 @@ def colorize(image: Any, *, temperature: float = DEFAULT_TEMPERATURE, model: Opt
         InputError: an unusable image or argument (see ``images.py``).
         WeightsError: ``model`` is None and no pretrained weights are found.
     """
-    return _cross_channel(image, COLORIZE, temperature, model, device, size, amp, upsample)
+    return _cross_channel(image, COLORIZE, temperature, model, device, size, amp, upsample, batch_size)
 
 
-def predict_lightness(image: Any, *, temperature: float = DEFAULT_TEMPERATURE, model: Optional[torch.nn.Module] = None,
-                      device: Union[str, torch.device, None] = None, size: Union[int, Tuple[int, int], None] = None,
-                      amp: str = LIGHTNESS_AMP) -> Any:
+def predict_lightness(image: Any, *, temperature: float = DEFAULT_TEMPERATURE, model: torch.nn.Module | None = None,
+                      device: str | torch.device | None = None, size: int | tuple[int, int] | None = None,
+                      amp: str = LIGHTNESS_AMP, batch_size: int = 16) -> Any:
     """Predict lightness from colour alone (the ab half): the paper's grayscale-prediction task.
 
-    Same inputs and arguments as ``colorize`` but no ``upsample`` (bilinear here), and ``amp`` defaults to 'off' (fp32): in bf16 the predicted L
-    moves some pixels by 2 levels. Returns a greyscale image at the original resolution
-    (PIL mode L / LA, an HxW (or HxWx1 / HxWx2) array, a 1- or 2-channel tensor).
+    Same inputs and arguments (``batch_size`` too) as ``colorize`` but no ``upsample`` (bilinear here), and
+    ``amp`` defaults to 'off' (fp32): in bf16 the predicted L moves some pixels by 2 levels. Returns a greyscale
+    image at the original resolution (PIL mode L / LA, an HxW (or HxWx1 / HxWx2) array, a 1- or 2-channel tensor).
     """
     # Bilinear only: the guided filter takes a one-channel guide, and this half sees two (a and b).
-    return _cross_channel(image, LIGHTNESS, temperature, model, device, size, amp, Bilinear())
+    return _cross_channel(image, LIGHTNESS, temperature, model, device, size, amp, Bilinear(), batch_size)
 
 
 # --- features -------------------------------------------------------------------------------------
 
-def _layer_indices(model: torch.nn.Module, layers: Sequence[str]) -> List[int]:
+def _layer_indices(model: torch.nn.Module, layers: Sequence[str]) -> list[int]:
     names = [info['module'] for info in model.feature_info]
     if isinstance(layers, str) or not layers or len(set(layers)) != len(layers) or not set(layers) <= set(names):
         raise InputError(f'layers: expected distinct names from {names}, got {layers!r}')
     return [names.index(layer) for layer in layers]
 
 
-def _pool_size(pool: Any) -> Optional[Tuple[int, int]]:
-    if pool is None:
-        return None
-    sides = (pool, pool) if isinstance(pool, int) else tuple(pool) if isinstance(pool, (tuple, list)) else ()
-    if len(sides) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in sides):
-        raise InputError(f'pool: expected None, an int >= 1 or (height, width), got {pool!r}')
-    return sides
 
 
-def extract_features(images: Any, layers: Sequence[str] = FEATURE_LAYERS, *, pool: Union[int, Tuple[int, int], None] = None,
-                     size: Union[int, Tuple[int, int], None] = None, model: Optional[torch.nn.Module] = None,
-                     device: Union[str, torch.device, None] = None, batch_size: int = 64,
-                     amp: str = 'off') -> Dict[str, torch.Tensor]:
+def extract_features(images: Any, layers: Sequence[str] = FEATURE_LAYERS, *, pool: int | tuple[int, int] | None = None,
+                     size: int | tuple[int, int] | None = None, model: torch.nn.Module | None = None,
+                     device: str | torch.device | None = None, batch_size: int = 64,
+                     amp: str = 'off') -> dict[str, torch.Tensor]:
     """Frozen features of both halves (concatenated) per layer, as the paper's linear probes read them.
 
     Args:
@@ -355,14 +378,13 @@ def extract_features(images: Any, layers: Sequence[str] = FEATURE_LAYERS, *, poo
     model, device = _model_and_device(model, device)
     amp_dtype = autocast_dtype(amp, device)
     indices = _layer_indices(model, layers)
-    pool = _pool_size(pool)
+    pool = None if pool is None else _sides(pool, 'pool', 1)
     size = _network_size(model, size)
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InputError(f'batch_size: expected an int >= 1, got {batch_size!r}')
+    _check_batch_size(batch_size)
     in_chans = getattr(model, 'in_chans', 3)
     batches = load_batches(images)
     dtype = next(model.parameters()).dtype
-    outputs: Dict[str, List[torch.Tensor]] = {layer: [] for layer in layers}
+    outputs: dict[str, list[torch.Tensor]] = {layer: [] for layer in layers}
     with _evaluating(model, device):
         pixels = []
         for batch in batches:
@@ -379,5 +401,5 @@ def extract_features(images: Any, layers: Sequence[str] = FEATURE_LAYERS, *, poo
     return {layer: _cat(chunks) if len(chunks) > 1 else chunks[0].clone() for layer, chunks in outputs.items()}
 
 
-def _cat(tensors: List[torch.Tensor]) -> torch.Tensor:
+def _cat(tensors: list[torch.Tensor]) -> torch.Tensor:
     return tensors[0] if len(tensors) == 1 else torch.cat(tensors)

@@ -21,9 +21,9 @@ run left next to this rank's outputs are removed (never another rank's: it may b
 """
 import glob
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Dict, Iterable, List, Optional, Sequence, Set, Tuple
 
 from . import shards
 from .errors import InputError, SplitBrainError
@@ -32,15 +32,15 @@ from .shards import IMAGE_SUFFIXES, Member
 __all__ = ['Job', 'Part', 'Batch', 'Layout', 'plan', 'batches_to_run']
 
 # (input, message naming it and why it failed): how failures are reported.
-Failure = Tuple[str, str]
+Failure = tuple[str, str]
 
 
 @dataclass(frozen=True)
 class Job:
     """One image to read and the files it produces (all must exist for it to count as done)."""
     source: Path                     # the image file, or the shard holding it
-    outputs: Tuple[Path, ...]        # empty when its shard's one output file holds it
-    member: Optional[Member] = None  # the image inside ``source`` when that is a shard
+    outputs: tuple[Path, ...]        # empty when its shard's one output file holds it
+    member: Member | None = None  # the image inside ``source`` when that is a shard
 
     @property
     def name(self) -> str:
@@ -50,16 +50,16 @@ class Job:
 @dataclass(frozen=True)
 class Part:
     """What one rank takes as a whole: a batch of file jobs, or one shard."""
-    jobs: Tuple[Job, ...] = ()
-    shard: Optional[Path] = None
+    jobs: tuple[Job, ...] = ()
+    shard: Path | None = None
 
 
 @dataclass(frozen=True)
 class Batch:
     """The jobs of one forward pass. With one output file per shard, ``shard_output`` is that file and
     ``last`` marks the batch after which all of the shard's rows are there."""
-    jobs: Tuple[Job, ...]
-    shard_output: Optional[Path] = None
+    jobs: tuple[Job, ...]
+    shard_output: Path | None = None
     last: bool = False
 
 
@@ -68,14 +68,14 @@ class Layout:
     """Where outputs go: per image one file per suffix in ``suffixes``; with ``shard_suffix``, an image
     from a shard goes to its shard's one file instead."""
     output_dir: Path
-    suffixes: Tuple[str, ...]
-    shard_suffix: Optional[str] = None
+    suffixes: tuple[str, ...]
+    shard_suffix: str | None = None
 
 
 # --- every rank: the same plan --------------------------------------------------------------------
 
 def plan(inputs: Sequence[str], list_files: Sequence[Path], shard_patterns: Sequence[str], recursive: bool,
-         layout: Layout, batch_size: int) -> Tuple[List[Part], List[Failure]]:
+         layout: Layout, batch_size: int) -> tuple[list[Part], list[Failure]]:
     """All the parts, in order, and the inputs that matched nothing.
 
     Raises:
@@ -90,10 +90,10 @@ def plan(inputs: Sequence[str], list_files: Sequence[Path], shard_patterns: Sequ
     return parts + [Part(shard=path) for path in shard_paths], failures + unmatched
 
 
-def _expand_inputs(inputs: Sequence[str], recursive: bool) -> Tuple[List[Tuple[Path, Path]], List[Failure]]:
+def _expand_inputs(inputs: Sequence[str], recursive: bool) -> tuple[list[tuple[Path, Path]], list[Failure]]:
     """Inputs -> (file, its output path relative to the output folder), and the inputs that matched nothing."""
-    found: List[Tuple[Path, Path]] = []
-    missing: List[Failure] = []
+    found: list[tuple[Path, Path]] = []
+    missing: list[Failure] = []
     for text in inputs:
         path = Path(text)
         if path.is_dir():
@@ -110,11 +110,11 @@ def _expand_inputs(inputs: Sequence[str], recursive: bool) -> Tuple[List[Tuple[P
     return found, missing
 
 
-def _folder_images(folder: Path, recursive: bool) -> Tuple[List[Tuple[Path, Path]], List[Failure]]:
+def _folder_images(folder: Path, recursive: bool) -> tuple[list[tuple[Path, Path]], list[Failure]]:
     """A folder's files named like images, and its entries named like images that are not readable files
     (a broken link, a folder when not recursing, a device...): those are reported, never dropped silently."""
-    files: List[Tuple[Path, Path]] = []
-    unusable: List[Failure] = []
+    files: list[tuple[Path, Path]] = []
+    unusable: list[Failure] = []
     for entry in sorted(folder.rglob('*') if recursive else folder.iterdir()):
         if entry.suffix.lower() not in IMAGE_SUFFIXES or (recursive and entry.is_dir()):
             continue  # not an image's name; or a subfolder, whose images rglob lists themselves
@@ -129,7 +129,7 @@ def _folder_images(folder: Path, recursive: bool) -> Tuple[List[Tuple[Path, Path
     return files, unusable
 
 
-def _listed(list_file: Path) -> List[Tuple[Path, Path]]:
+def _listed(list_file: Path) -> list[tuple[Path, Path]]:
     """The paths in a list file, one a line (blank lines and lines starting with '#' skipped), in list order."""
     try:
         lines = Path(list_file).read_text(encoding='utf-8').splitlines()
@@ -148,7 +148,7 @@ def _listed(list_file: Path) -> List[Tuple[Path, Path]]:
     return found
 
 
-def _file_jobs(found: Sequence[Tuple[Path, Path]], layout: Layout) -> List[Job]:
+def _file_jobs(found: Sequence[tuple[Path, Path]], layout: Layout) -> list[Job]:
     jobs, owner = [], {}
     for source, relative in found:
         outputs = tuple(layout.output_dir / relative.with_suffix(suffix) for suffix in layout.suffixes)
@@ -162,10 +162,10 @@ def _file_jobs(found: Sequence[Tuple[Path, Path]], layout: Layout) -> List[Job]:
     return jobs
 
 
-def _shard_paths(patterns: Sequence[str]) -> Tuple[List[Path], List[Failure]]:
+def _shard_paths(patterns: Sequence[str]) -> tuple[list[Path], list[Failure]]:
     """Brace-expanded, globbed, sorted shard paths (a missing one is kept: its rank reports it) and the
     glob patterns that matched nothing."""
-    paths: Set[Path] = set()
+    paths: set[Path] = set()
     unmatched = []
     for pattern in patterns:
         for name in shards.expand_braces(pattern):
@@ -173,7 +173,7 @@ def _shard_paths(patterns: Sequence[str]) -> Tuple[List[Path], List[Failure]]:
             if not matches:
                 unmatched.append((name, f'{name}: no such shard or matching file'))
             paths.update(Path(m) for m in matches)
-    by_name: Dict[str, Path] = {}
+    by_name: dict[str, Path] = {}
     for path in sorted(paths):
         if _shard_name(path) in by_name:
             raise SplitBrainError(f'{path} and {by_name[_shard_name(path)]}: both would be written under '
@@ -189,14 +189,14 @@ def _shard_name(shard: Path) -> str:
 # --- each rank: what is left of its share ---------------------------------------------------------
 
 def batches_to_run(parts: Sequence[Part], layout: Layout, batch_size: int,
-                   overwrite: bool) -> Tuple[List[Batch], int, List[Failure]]:
+                   overwrite: bool) -> tuple[list[Batch], int, list[Failure]]:
     """One rank's parts -> (batches with work left, how many images or shard files are done already, failures).
 
     Shards are listed here, by the rank that took them.
     """
     shard_outputs = {part.shard: _shard_output(part.shard, layout) for part in parts if part.shard is not None}
     existing = _clean_and_check(p for p in shard_outputs.values() if p is not None)
-    work: List[Batch] = []
+    work: list[Batch] = []
     skipped, failures = 0, []
     for part in parts:
         if part.shard is None:
@@ -227,11 +227,11 @@ def batches_to_run(parts: Sequence[Part], layout: Layout, batch_size: int,
     return left, skipped, failures
 
 
-def _shard_output(shard: Path, layout: Layout) -> Optional[Path]:
+def _shard_output(shard: Path, layout: Layout) -> Path | None:
     return layout.output_dir / (_shard_name(shard) + layout.shard_suffix) if layout.shard_suffix else None
 
 
-def _shard_jobs(shard: Path, layout: Layout) -> Tuple[List[Job], List[Failure]]:
+def _shard_jobs(shard: Path, layout: Layout) -> tuple[list[Job], list[Failure]]:
     """The images of a shard as jobs, and its members that cannot be one (a key used twice, an unsafe name)."""
     members = shards.index(shard)
     if not members:
@@ -252,13 +252,13 @@ def _shard_jobs(shard: Path, layout: Layout) -> Tuple[List[Job], List[Failure]]:
     return jobs, failures
 
 
-def _clean_and_check(outputs: Iterable[Path]) -> Set[Path]:
+def _clean_and_check(outputs: Iterable[Path]) -> set[Path]:
     """Which of ``outputs`` exist; temporary files left next to them by a killed run are removed.
 
     Each folder is listed once (a million outputs are a million ``stat`` calls otherwise, slow on network
-    filesystems). ``weights.atomic_write`` names a temporary ``.<name>.<random>.tmp``.
+    filesystems). ``files.atomic_write`` names a temporary ``.<name>.<random>.tmp``.
     """
-    by_folder: Dict[Path, Set[str]] = {}
+    by_folder: dict[Path, set[str]] = {}
     for output in outputs:
         by_folder.setdefault(output.parent, set()).add(output.name)
     existing = set()

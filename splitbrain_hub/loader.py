@@ -6,17 +6,14 @@ and writes results. Batches come back in order; on CUDA their pixels arrive in p
 copy to the GPU is a fast DMA. A file that cannot be read is not an error here: it comes back among
 the batch's failures, with the reason.
 """
-import functools
 import os
-import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Iterable, List, Optional, Sequence, Tuple
 
 import torch
-from PIL import Image
 
 from .errors import SplitBrainError
-from .images import ImageBatch, decode_image, load_batch, read_image
+from .images import DEFAULT_MAX_PIXELS, ImageBatch, decode_image, load_batch
 from .jobs import Batch, Job
 from .shards import read_member
 
@@ -30,9 +27,9 @@ PREFETCH_BATCHES = 2
 class Decoded:
     """A batch ready for the network: its decoded images with their jobs, and the jobs that failed."""
     batch: Batch
-    images: List[ImageBatch]
-    jobs: List[Job]                  # the job of each image, in order
-    failures: List[Tuple[Job, str]]  # (job, the error: the image's name and why it could not be read)
+    images: list[ImageBatch]
+    jobs: list[Job]                  # the job of each image, in order
+    failures: list[tuple[Job, str]]  # (job, the error: the image's name and why it could not be read)
 
     def pin_memory(self) -> 'Decoded':
         """Called by the DataLoader (``pin_memory=True``) on the main process's copy of the batch."""
@@ -42,15 +39,14 @@ class Decoded:
         return self
 
 
-def decode(batch: Batch) -> Decoded:
-    """Read and decode every image of ``batch`` (in a worker, or here when there are none)."""
+def decode(batch: Batch, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Decoded:
+    """Read and decode every image of ``batch`` (in a worker, or here when there are none); an image of
+    more than ``max_pixels`` pixels fails."""
     decoded = Decoded(batch, [], [], [])
     for job in batch.jobs:
         try:
-            if job.member is None:
-                image = read_image(job.source)
-            else:
-                image = decode_image(read_member(job.source, job.member), job.name)
+            source = job.source if job.member is None else read_member(job.source, job.member)
+            image = decode_image(source, max_pixels, job.name)
             decoded.images.append(load_batch(image, job.name))
             decoded.jobs.append(job)
         except SplitBrainError as e:
@@ -59,20 +55,14 @@ def decode(batch: Batch) -> Decoded:
 
 
 class _Decoding(torch.utils.data.Dataset):
-    def __init__(self, batches: Sequence[Batch]) -> None:
-        self.batches = list(batches)
+    def __init__(self, batches: Sequence[Batch], max_pixels: int | None) -> None:
+        self.batches, self.max_pixels = list(batches), max_pixels
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __getitem__(self, index: int) -> Decoded:
-        return decode(self.batches[index])
-
-
-def _start_worker(max_pixels: Optional[int], worker_id: int) -> None:
-    # A worker started by 'spawn' or 'forkserver' does not inherit what cli.main set: set it again.
-    Image.MAX_IMAGE_PIXELS = max_pixels
-    warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+        return decode(self.batches[index], self.max_pixels)
 
 
 def default_workers(local_world_size: int = 1) -> int:
@@ -81,11 +71,12 @@ def default_workers(local_world_size: int = 1) -> int:
     return max(1, min(8, cores // local_world_size))
 
 
-def decoded_batches(batches: Sequence[Batch], workers: int, pin_memory: bool) -> Iterable[Decoded]:
-    """``batches`` decoded, in order, by ``workers`` processes working ahead (0: here, one at a time)."""
+def decoded_batches(batches: Sequence[Batch], workers: int, pin_memory: bool,
+                    max_pixels: int | None = DEFAULT_MAX_PIXELS) -> Iterable[Decoded]:
+    """``batches`` decoded (images of more than ``max_pixels`` pixels fail), in order, by ``workers`` processes
+    working ahead (0: here, one at a time)."""
     if not batches:
         return []
     return torch.utils.data.DataLoader(
-        _Decoding(batches), batch_size=None, shuffle=False, num_workers=workers, pin_memory=pin_memory,
-        prefetch_factor=PREFETCH_BATCHES if workers else None,
-        worker_init_fn=functools.partial(_start_worker, Image.MAX_IMAGE_PIXELS) if workers else None)
+        _Decoding(batches, max_pixels), batch_size=None, shuffle=False, num_workers=workers, pin_memory=pin_memory,
+        prefetch_factor=PREFETCH_BATCHES if workers else None)

@@ -20,7 +20,6 @@ Example:
     torch.bfloat16
 """
 from contextlib import AbstractContextManager
-from typing import Optional
 
 import torch
 
@@ -41,7 +40,7 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
-def autocast_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
+def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype for an ``amp`` setting on ``device``, or None for fp32."""
     if amp not in AMP_SETTINGS:
         raise InputError(f'amp: expected one of {AMP_SETTINGS}, got {amp!r}')
@@ -50,12 +49,12 @@ def autocast_dtype(amp: str, device: torch.device) -> Optional[torch.dtype]:
     return torch.bfloat16
 
 
-def precision_name(dtype: Optional[torch.dtype]) -> str:
+def precision_name(dtype: torch.dtype | None) -> str:
     """'bf16' or 'fp32': how logs, checkpoints and model cards name the precision used."""
     return {None: 'fp32', torch.bfloat16: 'bf16', torch.float16: 'fp16'}[dtype]
 
 
-def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> AbstractContextManager:
+def autocast(device: torch.device, dtype: torch.dtype | None) -> AbstractContextManager:
     """``torch.autocast`` for ``device`` with ``dtype``; disabled (plain fp32, also inside an outer autocast) when
     ``dtype`` is None."""
     device = torch.device(device)

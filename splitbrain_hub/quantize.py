@@ -30,7 +30,7 @@ AB_GRID_SIZE = 10
 L_BIN_COUNT = 50
 L_BIN_WIDTH = 2.0
 
-_AB_BINS_PATH = Path(__file__).with_name("ab_bins.json")
+_AB_BINS_PATH = Path(__file__).with_name('ab_bins.json')
 
 
 def ab_bin_centers(device: torch.device | str | None = None, dtype: torch.dtype = torch.float32) -> Tensor:
@@ -93,8 +93,8 @@ def soft_encode(values: Tensor, centers: Tensor, neighbours: int = 5, sigma: flo
     """
     _check_values(values, centers)
     if isinstance(neighbours, bool) or not isinstance(neighbours, int) or not 1 <= neighbours <= centers.shape[0]:
-        raise InputError(f"neighbours: expected an integer in [1, {centers.shape[0]}], got {neighbours}")
-    _check_positive(sigma, "sigma")
+        raise InputError(f'neighbours: expected an integer in [1, {centers.shape[0]}], got {neighbours}')
+    _check_positive(sigma, 'sigma')
     distances = _squared_distances(values, centers)
     nearest_distances, nearest = distances.topk(neighbours, dim=1, largest=False)
     # A softmax over -d²/2σ² is the normalised Gaussian, computed without underflow far from every centre.
@@ -147,18 +147,18 @@ def rebalance_weights(histogram: Tensor, centers: Tensor, sigma: float = 5.0, la
     _check_centers(centers)
     count = centers.shape[0]
     if not isinstance(histogram, Tensor):
-        raise InputError(f"histogram: expected a torch.Tensor, got {type(histogram).__name__}")
+        raise InputError(f'histogram: expected a torch.Tensor, got {type(histogram).__name__}')
     if histogram.shape != (count,):
-        raise InputError(f"histogram: expected shape ({count},) to match centers, got {tuple(histogram.shape)}")
-    _check_positive(sigma, "sigma")
+        raise InputError(f'histogram: expected shape ({count},) to match centers, got {tuple(histogram.shape)}')
+    _check_positive(sigma, 'sigma')
     if not 0 < lam <= 1:
-        raise InputError(f"lam: expected a number in (0, 1], got {lam}")
+        raise InputError(f'lam: expected a number in (0, 1], got {lam}')
     histogram = histogram.to(dtype=centers.dtype)
     if not torch.isfinite(histogram).all() or (histogram < 0).any():
-        raise InputError("histogram: expected finite non-negative counts, got a negative, NaN or infinite one")
+        raise InputError('histogram: expected finite non-negative counts, got a negative, NaN or infinite one')
     total = histogram.sum()
     if total <= 0:
-        raise InputError("histogram: expected a positive total, got all zeros")
+        raise InputError('histogram: expected a positive total, got all zeros')
 
     centers = centers.to(histogram.device)
     squared_distances = (centers[:, None, :] - centers[None, :, :]).square().sum(dim=2)
@@ -192,8 +192,8 @@ def annealed_mean(probabilities: Tensor, centers: Tensor, temperature: float = 0
         >>> annealed_mean(probabilities, centers, temperature=0.01).shape
         torch.Size([1, 1, 2, 2])
     """
-    _check_distribution(probabilities, "probabilities", centers)
-    _check_positive(temperature, "temperature")
+    _check_distribution(probabilities, 'probabilities', centers)
+    _check_positive(temperature, 'temperature')
     tiny = torch.finfo(probabilities.dtype).tiny
     # log p is a valid set of logits: softmax(log p / T) is exactly f_T(p).
     return _annealed_mean_from_logits(torch.log(probabilities.clamp_min(tiny)), centers, float(temperature))
@@ -215,8 +215,8 @@ def annealed_mean_from_logits(logits: Tensor, centers: Tensor, temperature: floa
         >>> annealed_mean_from_logits(logits, ab_bin_centers()).shape
         torch.Size([2, 2, 4, 4])
     """
-    _check_distribution(logits, "logits", centers)
-    _check_positive(temperature, "temperature")
+    _check_distribution(logits, 'logits', centers)
+    _check_positive(temperature, 'temperature')
     return _annealed_mean_from_logits(logits, centers, float(temperature))
 
 
@@ -226,7 +226,7 @@ def _annealed_mean_from_logits(logits: Tensor, centers: Tensor, temperature: flo
     # per pixel, which softmax ignores. So the logits are divided directly, with no softmax-then-log.
     weights = torch.softmax(logits / temperature, dim=1)
     centers = centers.to(device=logits.device, dtype=logits.dtype)
-    return torch.einsum("nqhw,qc->nchw", weights, centers)
+    return torch.einsum('nqhw,qc->nchw', weights, centers)
 
 
 def compute_ab_bin_centers(chunk: int = 16) -> Tensor:
@@ -243,7 +243,7 @@ def compute_ab_bin_centers(chunk: int = 16) -> Tensor:
     radius = math.ceil(128 / AB_GRID_SIZE)
     occupied = torch.zeros(2 * radius + 1, 2 * radius + 1, dtype=torch.bool)
     for start in range(0, 256, chunk):
-        red, green, blue = torch.meshgrid(levels[start : start + chunk], levels, levels, indexing="ij")
+        red, green, blue = torch.meshgrid(levels[start : start + chunk], levels, levels, indexing='ij')
         rgb = torch.stack([red, green, blue]).flatten(1).unsqueeze(-1)  # (3, colours, 1): one column image
         ab = _rgb_to_lab(rgb)[1:, :, 0]
         cells = torch.round(ab / AB_GRID_SIZE).to(torch.int64) + radius
@@ -256,19 +256,19 @@ def write_ab_bin_centers(path: str | Path = _AB_BINS_PATH) -> None:
     """Recompute the in-gamut ab set and write it to ``path`` (by default the package's ``ab_bins.json``)."""
     centers = compute_ab_bin_centers().to(torch.int64).tolist()
     data = {
-        "description": "In-gamut ab bin centres (a, b): grid cells hit by some 8-bit sRGB colour.",
-        "generated_by": "python -m splitbrain_hub.quantize",
-        "grid_size": AB_GRID_SIZE,
-        "centers": centers,
+        'description': 'In-gamut ab bin centres (a, b): grid cells hit by some 8-bit sRGB colour.',
+        'generated_by': 'python -m splitbrain_hub.quantize',
+        'grid_size': AB_GRID_SIZE,
+        'centers': centers,
     }
-    Path(path).write_text(json.dumps(data) + "\n")
+    Path(path).write_text(json.dumps(data) + '\n')
 
 
 @functools.lru_cache(maxsize=1)
 def _load_ab_bin_centers() -> tuple[tuple[int, int], ...]:
     # A tuple, immutable, so the cached value cannot be changed by a caller.
     data = json.loads(_AB_BINS_PATH.read_text())
-    return tuple((a, b) for a, b in data["centers"])
+    return tuple((a, b) for a, b in data['centers'])
 
 
 def _squared_distances(values: Tensor, centers: Tensor) -> Tensor:
@@ -281,18 +281,18 @@ def _squared_distances(values: Tensor, centers: Tensor) -> Tensor:
 
 def _check_centers(centers: object) -> None:
     if not isinstance(centers, Tensor):
-        raise InputError(f"centers: expected a torch.Tensor, got {type(centers).__name__}")
+        raise InputError(f'centers: expected a torch.Tensor, got {type(centers).__name__}')
     if not centers.is_floating_point() or centers.ndim != 2 or centers.shape[0] == 0:
-        got = f"{centers.dtype} {tuple(centers.shape)}"
-        raise InputError(f"centers: expected a floating-point (Q, C) tensor, got {got}")
+        got = f'{centers.dtype} {tuple(centers.shape)}'
+        raise InputError(f'centers: expected a floating-point (Q, C) tensor, got {got}')
 
 
 def _check_values(values: object, centers: Tensor) -> None:
     """Targets: (N, C, H, W) with C the centres' dimension, finite."""
     _check_centers(centers)
-    _check_batch(values, "values", centers.shape[1])
+    _check_batch(values, 'values', centers.shape[1])
     if not torch.isfinite(values).all():
-        raise InputError("values: expected finite values, got NaN or infinity")
+        raise InputError('values: expected finite values, got NaN or infinity')
 
 
 def _check_distribution(tensor: object, name: str, centers: Tensor) -> None:
@@ -303,17 +303,17 @@ def _check_distribution(tensor: object, name: str, centers: Tensor) -> None:
 
 def _check_batch(tensor: object, name: str, channels: int) -> None:
     if not isinstance(tensor, Tensor):
-        raise InputError(f"{name}: expected a torch.Tensor, got {type(tensor).__name__}")
+        raise InputError(f'{name}: expected a torch.Tensor, got {type(tensor).__name__}')
     if not tensor.is_floating_point():
-        raise InputError(f"{name}: expected a floating-point dtype, got {tensor.dtype}")
+        raise InputError(f'{name}: expected a floating-point dtype, got {tensor.dtype}')
     if tensor.ndim != 4 or tensor.shape[1] != channels:
-        raise InputError(f"{name}: expected shape (N, {channels}, H, W) to match centers, got {tuple(tensor.shape)}")
+        raise InputError(f'{name}: expected shape (N, {channels}, H, W) to match centers, got {tuple(tensor.shape)}')
 
 
 def _check_positive(number: object, name: str) -> None:
     if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number) or number <= 0:
-        raise InputError(f"{name}: expected a finite number > 0, got {number!r}")
+        raise InputError(f'{name}: expected a finite number > 0, got {number!r}')
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
     write_ab_bin_centers()

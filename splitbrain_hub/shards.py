@@ -16,7 +16,6 @@ import re
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import List
 
 from .errors import InputError
 
@@ -34,7 +33,7 @@ _RANGE = re.compile(r'(-?\d+)\.\.(-?\d+)')
 
 # --- shard lists ----------------------------------------------------------------------------------
 
-def expand_braces(pattern: str) -> List[str]:
+def expand_braces(pattern: str) -> list[str]:
     """Bash-style brace expansion, as WebDataset shard lists use it.
 
     ``{a,b}`` gives each alternative, ``{3..5}`` each number (``{08..10}``: zero-padded to the wider end,
@@ -55,7 +54,7 @@ def expand_braces(pattern: str) -> List[str]:
     return names
 
 
-def _expand(pattern: str) -> List[str]:
+def _expand(pattern: str) -> list[str]:
     start = pattern.find('{')
     while start >= 0:
         end = _closing_brace(pattern, start)
@@ -113,7 +112,7 @@ class Member:
     size: int
 
 
-def index(shard: Path) -> List[Member]:
+def index(shard: Path) -> list[Member]:
     """The images of a shard, in tar order, from one pass over its headers.
 
     Raises:

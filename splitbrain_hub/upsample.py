@@ -19,7 +19,7 @@ also inside a caller's ``torch.autocast``.
 """
 import math
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -101,7 +101,7 @@ def guided_upsample(source: torch.Tensor, guide: torch.Tensor, radius: int, eps:
     _check_radius_eps(radius, eps)
     dtype = torch.promote_types(torch.promote_types(source.dtype, guide.dtype), torch.float32)
     with autocast(guide.device, None):
-        I = guide.to(dtype)
+        I = guide.to(dtype)  # noqa: E741  (I and p: the names of He et al.'s guided filter)
         p = source.to(dtype)
         # The fit runs on the source's own cells, each paired with the mean guide over the photo region it
         # covers. Interpolated samples between cells add no information and dilute the fit: on a step edge,
@@ -158,10 +158,10 @@ UPSAMPLERS = {'guided': GuidedFilter(), 'bilinear': Bilinear()}
 # bilinear with about the same chroma (14.59 -> 14.52); larger eps or radius fade the colour further.
 DEFAULT_UPSAMPLE = 'guided'
 
-Upsampler = Union[str, Bilinear, GuidedFilter]
+Upsampler = str | Bilinear | GuidedFilter
 
 
-def resolve_upsampler(upsample: Any) -> Union[Bilinear, GuidedFilter]:
+def resolve_upsampler(upsample: Any) -> Bilinear | GuidedFilter:
     """A name from ``UPSAMPLERS`` or an upsampler instance -> the instance."""
     if isinstance(upsample, (Bilinear, GuidedFilter)):
         return upsample

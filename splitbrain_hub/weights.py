@@ -17,16 +17,15 @@ naming the repo and what was tried. Only safetensors are read: a pickle never is
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from .errors import WeightsError
+from .files import atomic_write
 
 _logger = logging.getLogger(__name__)
 
@@ -36,7 +35,7 @@ CONFIG_NAME = 'config.json'
 DEFAULT_ARCHITECTURE = 'splitbrain_alexnet'
 
 
-def sha256_of(path: Union[str, Path]) -> str:
+def sha256_of(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, 'rb') as f:
         for chunk in iter(lambda: f.read(1 << 20), b''):
@@ -44,28 +43,7 @@ def sha256_of(path: Union[str, Path]) -> str:
     return digest.hexdigest()
 
 
-_UMASK = os.umask(0o022)  # reading the umask means setting it: set it straight back
-os.umask(_UMASK)
-
-
-def atomic_write(path: Path, write) -> None:
-    """``write(tmp_path)`` then rename over ``path``: a killed process never leaves half a file.
-
-    The temporary file is ``.<name>.<random>.tmp`` next to ``path`` and gets the permissions of an
-    ordinary new file (mkstemp's are owner-only).
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f'.{path.name}.', suffix='.tmp')
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def load_safetensors(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
+def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict from a ``.safetensors`` file on the CPU; anything else is refused."""
     path = Path(path)
     if path.suffix != '.safetensors':
@@ -79,8 +57,8 @@ def load_safetensors(path: Union[str, Path]) -> Dict[str, torch.Tensor]:
         raise WeightsError(f'{path}: not a readable safetensors file ({e})') from e
 
 
-def save_pretrained(model: torch.nn.Module, directory: Union[str, Path], dtype: Optional[torch.dtype] = None,
-                    extra_config: Optional[Dict[str, Any]] = None) -> Path:
+def save_pretrained(model: torch.nn.Module, directory: str | Path, dtype: torch.dtype | None = None,
+                    extra_config: dict[str, Any] | None = None) -> Path:
     """Write ``model.safetensors`` and ``config.json`` in the layout a Hub repo (and timm) serves as is.
 
     Args:
@@ -102,7 +80,7 @@ def save_pretrained(model: torch.nn.Module, directory: Union[str, Path], dtype: 
         if k not in ('file', 'state_dict', 'source') and v is not None
     }
     config = {
-        'architecture': pretrained_cfg.get('architecture', 'splitbrain_alexnet'),
+        'architecture': pretrained_cfg.get('architecture', DEFAULT_ARCHITECTURE),
         'num_classes': model.num_classes,
         'num_features': model.num_features,
         'pretrained_cfg': pretrained_cfg,
@@ -115,7 +93,17 @@ def save_pretrained(model: torch.nn.Module, directory: Union[str, Path], dtype: 
     return weights_path
 
 
-def load_pretrained(path: Union[str, Path], **kwargs: Any) -> torch.nn.Module:
+def weights_file(path: str | Path | None) -> Path:
+    """The weights file ``path`` names: a ``save_pretrained`` folder's ``model.safetensors``, ``path`` itself,
+    or for None the pretrained model's file (found as ``timm.create_model(DEFAULT_ARCHITECTURE, pretrained=True)``
+    finds it)."""
+    if path is None:
+        return Path(resolve_pretrained_cfg_file(DEFAULT_ARCHITECTURE).file)
+    path = Path(path)
+    return path / WEIGHTS_NAME if path.is_dir() else path
+
+
+def load_pretrained(path: str | Path, **kwargs: Any) -> torch.nn.Module:
     """Build and load the model of a ``save_pretrained`` folder, its ``model.safetensors``, or a bare file.
 
     With a ``config.json`` next to the weights, its architecture and ``model_args`` build the model; a
@@ -123,8 +111,7 @@ def load_pretrained(path: Union[str, Path], **kwargs: Any) -> torch.nn.Module:
     shipped weights are. ``kwargs`` override the model arguments (e.g. ``num_classes=10``).
     """
     import timm
-    path = Path(path)
-    weights_path = path / WEIGHTS_NAME if path.is_dir() else path
+    weights_path = weights_file(path)
     if not weights_path.is_file():
         raise WeightsError(f'{path}: expected a save_pretrained folder or a .safetensors file, but it does not exist')
     config_path = weights_path.parent / CONFIG_NAME
@@ -146,7 +133,7 @@ def shipped_weights_path(architecture: str, tag: str) -> Path:
 
 
 def resolve_pretrained_cfg_file(variant: str, pretrained_cfg=None, pretrained_cfg_overlay=None,
-                                cache_dir: Optional[Union[str, Path]] = None):
+                                cache_dir: str | Path | None = None):
     """Resolve the pretrained cfg of ``variant`` with ``file`` set to the ``.safetensors`` file to load.
 
     See the module docstring for the order of sources. ``cache_dir`` is timm's ``create_model``
@@ -168,7 +155,7 @@ def resolve_pretrained_cfg_file(variant: str, pretrained_cfg=None, pretrained_cf
     return cfg
 
 
-def _safetensors_file(path: Union[str, Path], what: str) -> Path:
+def _safetensors_file(path: str | Path, what: str) -> Path:
     path = Path(path)
     if path.suffix != '.safetensors' or not path.is_file():
         raise WeightsError(f'{what}: expected an existing .safetensors file (pickled checkpoints are never '
@@ -176,13 +163,13 @@ def _safetensors_file(path: Union[str, Path], what: str) -> Path:
     return path
 
 
-def _local_dir_weights(folder: Union[str, Path]) -> Path:
+def _local_dir_weights(folder: str | Path) -> Path:
     if not Path(folder).is_dir():
         raise WeightsError(f'local-dir: expected a folder written by save_pretrained, got {str(folder)!r}')
     return _safetensors_file(Path(folder) / WEIGHTS_NAME, f'local-dir {str(folder)!r}')
 
 
-def _hub_or_shipped(variant: str, cfg, cache_dir: Optional[Union[str, Path]]) -> Path:
+def _hub_or_shipped(variant: str, cfg, cache_dir: str | Path | None) -> Path:
     """The Hub file of ``cfg``, or the shipped file where that is allowed (see the module docstring)."""
     shipped = shipped_weights_path(cfg.architecture, cfg.tag)
     if not cfg.hf_hub_id:
@@ -218,7 +205,7 @@ def _hub_or_shipped(variant: str, cfg, cache_dir: Optional[Union[str, Path]]) ->
         return shipped
 
 
-def _release_hub_file(cfg) -> Tuple[Optional[str], str]:
+def _release_hub_file(cfg) -> tuple[str | None, str]:
     """The Hub repo and file registered with timm for ``cfg``'s architecture and tag: the release's own."""
     from timm.models import get_pretrained_cfg
     try:
@@ -234,7 +221,7 @@ class _HubMiss(Exception):
     """The Hub file could not be had; the message says where it was looked for and why it failed."""
 
 
-def _hub_weights(repo_id: str, filename: str, cache_dir: Optional[Union[str, Path]]) -> Path:
+def _hub_weights(repo_id: str, filename: str, cache_dir: str | Path | None) -> Path:
     """``filename`` of Hub repo ``repo_id`` (``owner/name``, or timm's ``owner/name@revision``).
 
     Everything is huggingface_hub's: ``HF_ENDPOINT``, ``HF_HUB_OFFLINE``, the cache (``HF_HOME``,
@@ -247,7 +234,7 @@ def _hub_weights(repo_id: str, filename: str, cache_dir: Optional[Union[str, Pat
     # One HEAD request first, without retries, bounded by HF_HUB_ETAG_TIMEOUT. hf_hub_download makes the
     # same request, but when it fails and nothing is cached it tries again, five times with backoff and a
     # 60 s timeout each: 23 s measured with the connection refused, minutes when nothing answers.
-    hub_error: Optional[Exception] = None
+    hub_error: Exception | None = None
     try:
         get_hf_file_metadata(hf_hub_url(repo, filename, revision=revision), timeout=constants.HF_HUB_ETAG_TIMEOUT)
     except Exception as e:  # requests, httpx or httpx2 errors depending on the huggingface_hub version

@@ -24,7 +24,6 @@ import hashlib
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Dict, List, Optional, Tuple
 from urllib.parse import unquote, urlsplit
 
 import yaml
@@ -35,9 +34,9 @@ class FakeHub:
 
     def __init__(self) -> None:
         # repo id -> its commits, oldest first: (commit sha, {path: bytes})
-        self.repos: Dict[str, List[Tuple[str, Dict[str, bytes]]]] = {}
-        self.requests: List[Tuple[str, str]] = []  # (method, path) of every request, in order
-        self.unknown: List[Tuple[str, str]] = []
+        self.repos: dict[str, list[tuple[str, dict[str, bytes]]]] = {}
+        self.requests: list[tuple[str, str]] = []  # (method, path) of every request, in order
+        self.unknown: list[tuple[str, str]] = []
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(('127.0.0.1', 0), _handler(self))
         self._server.daemon_threads = True
@@ -52,7 +51,7 @@ class FakeHub:
         self._server.shutdown()
         self._server.server_close()
 
-    def add_commit(self, repo_id: str, files: Dict[str, bytes]) -> str:
+    def add_commit(self, repo_id: str, files: dict[str, bytes]) -> str:
         """A new commit on ``main`` of ``repo_id`` (created if needed) adding ``files``; returns its sha."""
         with self._lock:
             history = self.repos.setdefault(repo_id, [])
@@ -62,7 +61,7 @@ class FakeHub:
             history.append((sha, tree))
             return sha
 
-    def file(self, repo_id: str, path: str, revision: str = 'main') -> Tuple[int, str, Optional[str], bytes]:
+    def file(self, repo_id: str, path: str, revision: str = 'main') -> tuple[int, str, str | None, bytes]:
         """(status, X-Error-Code, commit sha, body) for a resolve request."""
         with self._lock:
             history = self.repos.get(repo_id)
@@ -88,7 +87,7 @@ def _handler(hub: FakeHub):
             # A request through a proxy carries the absolute URL: keep only its path.
             return unquote(urlsplit(self.path).path)
 
-        def _answer(self, status: int, body: bytes = b'', headers: Optional[Dict[str, str]] = None,
+        def _answer(self, status: int, body: bytes = b'', headers: dict[str, str] | None = None,
                     send_body: bool = True) -> None:
             self.send_response(status)
             for key, value in (headers or {}).items():

@@ -2,10 +2,9 @@
 import io
 import tarfile
 from pathlib import Path
-from typing import Dict
 
 
-def write_shard(path: Path, members: Dict[str, bytes]) -> Path:
+def write_shard(path: Path, members: dict[str, bytes]) -> Path:
     """A tar at ``path`` holding ``members`` (name -> bytes), in the given order."""
     with tarfile.open(path, 'w') as tar:
         for name, data in members.items():

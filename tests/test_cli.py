@@ -17,12 +17,11 @@ import torch
 from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file
+from tar_shards import write_shard
 
 import splitbrain_hub
 from splitbrain_hub import cli
-from tar_shards import write_shard
 from splitbrain_hub.weights import sha256_of
-
 
 
 def _photo(path, size=(40, 30), mode='RGB', seed=0):
@@ -59,9 +58,9 @@ def test_folder_with_good_and_bad_files(folder, weights, tmp_path, capsys):
     status, out, err = _run(capsys, 'colorize', folder, '-o', out_dir, '--weights', weights, '--batch-size', 2)
     assert status == 1
     assert 'colorize: 2 done, 0 skipped (outputs exist), 3 failed' in out
-    assert f'{folder / "bad.jpg"}: expected an image file Pillow can read' in err
-    assert f'{folder / "empty.png"}: expected an image file, got an empty (0-byte) file' in err
-    assert f'{folder / "cut.jpg"}: truncated or corrupt image data' in err
+    assert f'{folder / "bad.jpg"}: expected JPEG, PNG, GIF, BMP, TIFF, WebP, PPM/PGM/PBM data' in err
+    assert f'{folder / "empty.png"}: expected image data, got an empty (0-byte) file' in err
+    assert f'{folder / "cut.jpg"}: truncated or corrupt JPEG data' in err
     assert sorted(p.name for p in out_dir.iterdir()) == ['a.png', 'b.png']  # no subfolder without -r
     a, b = Image.open(out_dir / 'a.png'), Image.open(out_dir / 'b.png')
     assert (a.mode, a.size, b.mode, b.size) == ('RGB', (40, 30), 'RGBA', (36, 28))
@@ -175,11 +174,12 @@ def test_colorize_upsample_option_reaches_colorize(folder, weights, tmp_path, ca
         cli.main(['lightness', str(folder), '-o', str(tmp_path), '--upsample', 'guided'])
 
 
-def test_max_pixels_refuses_large_images(folder, weights, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', Image.MAX_IMAGE_PIXELS)  # main() sets it: restore after
+def test_max_pixels_refuses_large_images(folder, weights, tmp_path, capsys):
+    pillows_limit = Image.MAX_IMAGE_PIXELS
     status, _, err = _run(capsys, 'colorize', folder / 'a.jpg', '-o', tmp_path / 'o', '--weights', weights,
-                          '--max-pixels', 1000)
-    assert status == 1 and 'image is 40x30 = 1,200 pixels, more than the decompression-bomb limit of 1,000' in err
+                          '--max-pixels', 1000, '--workers', 1)  # the limit reaches the decoding worker
+    assert status == 1 and 'image is 40x30 = 1,200 pixels, more than the limit of 1,000 pixels' in err
+    assert Image.MAX_IMAGE_PIXELS == pillows_limit  # an argument, not a process-wide setting
 
 
 def test_a_new_subcommand_is_one_table_entry(monkeypatch, capsys):
@@ -248,7 +248,7 @@ def test_shards_per_image_and_per_shard(weights, tmp_path, capsys):
     shards = str(tmp_path / 'train-{0..2}.tar')  # train-2.tar does not exist
     status, out, err = _run(capsys, 'colorize', '--shards', shards, '-o', tmp_path / 'png', '--weights', weights)
     assert status == 1 and 'colorize: 6 done, 0 skipped (outputs exist), 3 failed' in out
-    assert f'{tmp_path / "train-0.tar"}:bad.jpg: expected an image file Pillow can read' in err
+    assert f'{tmp_path / "train-0.tar"}:bad.jpg: expected JPEG, PNG, GIF, BMP, TIFF, WebP, PPM/PGM/PBM data' in err
     assert f'{tmp_path / "train-2.tar"}: expected a tar shard, but no such file exists' in err
     assert sorted(p.relative_to(tmp_path / 'png').as_posix() for p in (tmp_path / 'png').rglob('*.png')) == [
         f'train-{s}/n{s}/k{i}.png' for s in range(2) for i in range(3)]

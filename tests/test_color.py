@@ -39,13 +39,13 @@ def from_image(image: torch.Tensor) -> np.ndarray:
 
 def skimage_lab2rgb(lab: np.ndarray) -> np.ndarray:
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "negative Z values that have been clipped to zero"
+        warnings.simplefilter('ignore', UserWarning)  # "negative Z values that have been clipped to zero"
         return skcolor.lab2rgb(lab)
 
 
 def script(function):
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated in favour of compile
+        warnings.simplefilter('ignore', FutureWarning)  # torch.jit.script is deprecated in favour of compile
         return torch.jit.script(function)
 
 
@@ -55,11 +55,11 @@ class TestRgbToLab:
         assert lab.device.type == device.type
         assert 0 <= lab[:, 0].min() and lab[:, 0].max() <= 100
 
-    @pytest.mark.parametrize("shape", SHAPES)
+    @pytest.mark.parametrize('shape', SHAPES)
     def test_shapes(self, shape, device):
         assert rgb_to_lab(torch.rand(shape, device=device)).shape == shape
 
-    @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+    @pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
     def test_matches_skimage(self, dtype, device):
         colours = random_rgb(10_000)
         lab = from_image(rgb_to_lab(to_image(colours, device, dtype)))
@@ -73,7 +73,7 @@ class TestRgbToLab:
         expected = np.array([[0.0, 0.0, 0.0], [100.0, -0.002455, 0.004653], [53.24059, 80.09231, 67.20275]])
         np.testing.assert_allclose(lab, expected, atol=1e-4)
 
-    @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+    @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
     def test_low_precision(self, dtype):
         rgb = torch.rand(2, 3, 4, 5).to(dtype)
         lab = rgb_to_lab(rgb)
@@ -87,13 +87,13 @@ class TestRgbToLab:
         assert torch.equal(rgb, copy)
 
     @pytest.mark.parametrize(
-        ("image", "message"),
+        ('image', 'message'),
         [
-            (np.zeros((3, 4, 5)), "image: expected a torch.Tensor, got ndarray"),
-            (torch.zeros(3, 4, 5, dtype=torch.uint8), "image: expected a floating-point dtype, got torch.uint8"),
-            (torch.zeros(4, 4, 5), r"image: expected shape \(\*, 3, H, W\), got \(4, 4, 5\)"),
-            (torch.zeros(3, 5), r"image: expected shape \(\*, 3, H, W\), got \(3, 5\)"),
-            (torch.full((3, 4, 5), float("nan")), "image: expected finite values, got NaN or infinity"),
+            (np.zeros((3, 4, 5)), 'image: expected a torch.Tensor, got ndarray'),
+            (torch.zeros(3, 4, 5, dtype=torch.uint8), 'image: expected a floating-point dtype, got torch.uint8'),
+            (torch.zeros(4, 4, 5), r'image: expected shape \(\*, 3, H, W\), got \(4, 4, 5\)'),
+            (torch.zeros(3, 5), r'image: expected shape \(\*, 3, H, W\), got \(3, 5\)'),
+            (torch.full((3, 4, 5), float('nan')), 'image: expected finite values, got NaN or infinity'),
         ],
     )
     def test_errors(self, image, message):
@@ -129,12 +129,12 @@ class TestLabToRgb:
         assert rgb.device.type == device.type
         assert 0 <= rgb.min() and rgb.max() <= 1
 
-    @pytest.mark.parametrize("shape", SHAPES)
+    @pytest.mark.parametrize('shape', SHAPES)
     def test_shapes(self, shape, device):
         lab = torch.rand(shape, device=device) * torch.tensor([100.0, 50.0, 50.0], device=device).view(3, 1, 1)
         assert lab_to_rgb(lab).shape == shape
 
-    @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+    @pytest.mark.parametrize('dtype', [torch.float64, torch.float32])
     def test_matches_skimage(self, dtype, device):
         # Random Lab over the whole box (mostly out of gamut, so it tests the clipping too) and in-gamut Lab.
         lab = np.concatenate([random_lab(10_000), skcolor.rgb2lab(random_rgb(10_000, seed=1))])
@@ -145,16 +145,16 @@ class TestLabToRgb:
     def test_out_of_gamut_is_clipped_like_skimage(self):
         # a = 127, b = -128 is far outside sRGB; L = 150 and L = -10 are outside [0, 100].
         lab = np.array([[50.0, 127.0, -128.0], [150.0, 0.0, 0.0], [-10.0, 0.0, 0.0], [50.0, 0.0, 300.0]])
-        rgb = lab_to_rgb(to_image(lab, torch.device("cpu"), torch.float64))
+        rgb = lab_to_rgb(to_image(lab, torch.device('cpu'), torch.float64))
         np.testing.assert_allclose(from_image(rgb), skimage_lab2rgb(lab), atol=1e-12)
-        unclipped = lab_to_rgb(to_image(lab, torch.device("cpu"), torch.float64), clip=False)
+        unclipped = lab_to_rgb(to_image(lab, torch.device('cpu'), torch.float64), clip=False)
         assert unclipped.min() < 0 and unclipped.max() > 1
 
     def test_round_trip(self, device):
         rgb = to_image(random_rgb(10_000), device, torch.float64)
         assert (lab_to_rgb(rgb_to_lab(rgb)) - rgb).abs().max() < 1e-4
 
-    @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+    @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
     def test_low_precision(self, dtype):
         lab = rgb_to_lab(torch.rand(2, 3, 4, 5)).to(dtype)
         rgb = lab_to_rgb(lab)
@@ -168,12 +168,12 @@ class TestLabToRgb:
         assert torch.equal(lab, copy)
 
     @pytest.mark.parametrize(
-        ("image", "message"),
+        ('image', 'message'),
         [
-            ([[[50.0]], [[0.0]], [[0.0]]], "image: expected a torch.Tensor, got list"),
-            (torch.zeros(3, 4, 5, dtype=torch.int64), "image: expected a floating-point dtype, got torch.int64"),
-            (torch.zeros(2, 4, 5), r"image: expected shape \(\*, 3, H, W\), got \(2, 4, 5\)"),
-            (torch.full((3, 4, 5), float("inf")), "image: expected finite values, got NaN or infinity"),
+            ([[[50.0]], [[0.0]], [[0.0]]], 'image: expected a torch.Tensor, got list'),
+            (torch.zeros(3, 4, 5, dtype=torch.int64), 'image: expected a floating-point dtype, got torch.int64'),
+            (torch.zeros(2, 4, 5), r'image: expected shape \(\*, 3, H, W\), got \(2, 4, 5\)'),
+            (torch.full((3, 4, 5), float('inf')), 'image: expected finite values, got NaN or infinity'),
         ],
     )
     def test_errors(self, image, message):
@@ -186,7 +186,7 @@ class TestLabToRgb:
         assert torch.autograd.gradcheck(lab_to_rgb, (lab,))
 
     def test_gradient_finite_out_of_gamut(self):
-        lab = to_image(np.array([[50.0, 127.0, -128.0], [0.0, 0.0, 0.0], [100.0, 0.0, 300.0]]), "cpu", torch.float64)
+        lab = to_image(np.array([[50.0, 127.0, -128.0], [0.0, 0.0, 0.0], [100.0, 0.0, 300.0]]), 'cpu', torch.float64)
         lab.requires_grad_()
         lab_to_rgb(lab, clip=False).sum().backward()
         assert torch.isfinite(lab.grad).all()

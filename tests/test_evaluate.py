@@ -8,7 +8,15 @@ from splitbrain_hub.color import lab_to_rgb, rgb_to_lab
 from splitbrain_hub.errors import InputError
 from splitbrain_hub.quantize import ab_bin_centers, hard_encode
 from training.evaluate import (
-    PROBE_GRIDS, ProbeConfig, ab_error_auc, chroma, colour_mask, load_model, nearest_ab_bins, probe_features, psnr,
+    PROBE_GRIDS,
+    ProbeConfig,
+    ab_error_auc,
+    chroma,
+    colour_mask,
+    load_frozen_model,
+    nearest_ab_bins,
+    probe_features,
+    psnr,
     train_probe,
 )
 
@@ -47,7 +55,7 @@ def test_probe_is_deterministic_and_accepts_float16():
 
 
 def test_probe_features_have_the_paper_sizes():
-    model = load_model('gaussian', seed=0).model
+    model = load_frozen_model('gaussian', seed=0).model
     images = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
     features = probe_features(model, images, input_size=128)
     sizes = {layer: f.shape[1] for layer, f in features.items()}
@@ -57,13 +65,13 @@ def test_probe_features_have_the_paper_sizes():
 
 
 def test_gaussian_model_is_fixed_by_its_seed():
-    assert load_model('gaussian', seed=3).sha256 == load_model('gaussian', seed=3).sha256
-    assert load_model('gaussian', seed=3).sha256 != load_model('gaussian', seed=4).sha256
+    assert load_frozen_model('gaussian', seed=3).sha256 == load_frozen_model('gaussian', seed=3).sha256
+    assert load_frozen_model('gaussian', seed=3).sha256 != load_frozen_model('gaussian', seed=4).sha256
 
 
 def test_load_model_rejects_a_missing_file(tmp_path):
     with pytest.raises(InputError, match='--weights'):
-        load_model(str(tmp_path / 'nothing.safetensors'))
+        load_frozen_model(str(tmp_path / 'nothing.safetensors'))
 
 
 def test_auc_of_a_perfect_prediction_is_one():
@@ -187,6 +195,7 @@ def photo_folder(tmp_path):
 @pytest.fixture(scope='module')
 def small_model():
     import timm
+
     from training.evaluate import LoadedModel
     torch.manual_seed(0)
     model = timm.create_model('splitbrain_alexnet', pretrained_cfg_overlay=dict(input_size=(3, 96, 96))).eval()
@@ -220,6 +229,7 @@ def test_parse_upsample_errors(spec, message):
 def test_full_resolution_colorization_rows_and_reference_values(photo_folder, small_model):
     import numpy as np
     from PIL import Image
+
     from training.evaluate import TEMPERATURES, full_resolution_colorization, full_resolution_markdown
     photos, shards = photo_folder
     results = full_resolution_colorization([small_model], photos, ['bilinear', 'guided:radius=2,eps=0.01'], shards)
@@ -249,6 +259,7 @@ def test_full_resolution_colorization_rows_and_reference_values(photo_folder, sm
 
 def test_colorization_command_on_a_photo_folder_writes_json_and_markdown(photo_folder, tmp_path):
     import json
+
     from splitbrain_hub.weights import save_pretrained
     from training.evaluate import main
     photos, shards = photo_folder

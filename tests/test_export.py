@@ -166,8 +166,8 @@ def test_guided_filter_traces_with_a_dynamic_size_and_the_same_numbers():
 @pytest.mark.parametrize('kwargs, message', [
     (dict(opset=17), r'opset: expected an int in \[18, 23\], got 17'),
     (dict(opset='18'), "got '18'"),
-    (dict(graphs=('colorize', 'nope')), "graphs: expected names from"),
-    (dict(graphs='colorize'), "graphs: expected names from"),
+    (dict(graphs=('colorize', 'nope')), 'graphs: expected names from'),
+    (dict(graphs='colorize'), 'graphs: expected names from'),
 ])
 def test_bad_arguments(model, tmp_path, kwargs, message):
     with pytest.raises(InputError, match=message):

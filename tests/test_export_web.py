@@ -22,7 +22,7 @@ from splitbrain_hub import cli, export
 from splitbrain_hub.weights import shipped_weights_path
 
 ort = pytest.importorskip('onnxruntime', reason='the export tests need onnxruntime (pip install splitbrain-hub[test])')
-skimage_data = pytest.importorskip('skimage.data', reason='the astronaut is scikit-image\'s (splitbrain-hub[test])')
+skimage_data = pytest.importorskip('skimage.data', reason="the astronaut is scikit-image's (splitbrain-hub[test])")
 
 CHROMIUM = Path('/usr/bin/chromium')
 CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
@@ -81,12 +81,12 @@ def test_export_writes_a_static_folder(site):
 def drop(page, path: Path) -> None:
     """Drop ``path`` on the page's drop zone, as a user dragging it from their files would."""
     data = base64.b64encode(path.read_bytes()).decode()
-    transfer = page.evaluate_handle('''(data) => {
+    transfer = page.evaluate_handle("""(data) => {
         const bytes = Uint8Array.from(atob(data), (c) => c.charCodeAt(0));
         const transfer = new DataTransfer();
         transfer.items.add(new File([bytes], 'astronaut.png', { type: 'image/png' }));
         return transfer;
-    }''', data)
+    }""", data)
     page.dispatch_event('#drop', 'drop', {'dataTransfer': transfer})
 
 

@@ -3,7 +3,9 @@
 Each bad-input test builds its own file or array.
 """
 import io
+import re
 import struct
+import warnings
 import zlib
 from pathlib import Path
 
@@ -12,8 +14,14 @@ import pytest
 import torch
 from PIL import Image
 
-from splitbrain_hub.errors import InputError
-from splitbrain_hub.images import decode_image, load_batch, load_batches, read_image, to_output
+from splitbrain_hub.errors import (
+    CorruptImageError,
+    EmptyImageError,
+    InputError,
+    TooManyPixelsError,
+    UnsupportedFormatError,
+)
+from splitbrain_hub.images import DEFAULT_MAX_PIXELS, decode_image, load_batch, load_batches, to_output
 
 
 def _photo(height=24, width=32, seed=0):
@@ -30,11 +38,23 @@ def _png_header_only(path, width, height):
     return path
 
 
-# --- bad files ------------------------------------------------------------------------------------
+# --- the decoder: files and bytes under the same rules ---------------------------------------------
+
+def _encoded(fmt, image=None, **options):
+    buffer = io.BytesIO()
+    (image or Image.fromarray(_photo())).save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _both(tmp_path, data, name='x.img'):
+    """The same bytes as a file and as bytes: the decoder must treat them alike."""
+    (tmp_path / name).write_bytes(data)
+    return [(tmp_path / name, str(tmp_path / name)), (data, 'upload')]
+
 
 def test_missing_path(tmp_path):
     with pytest.raises(InputError, match=r'nothere\.jpg: expected an image file, but no such file exists'):
-        read_image(tmp_path / 'nothere.jpg')
+        decode_image(tmp_path / 'nothere.jpg')
 
 
 def test_directory(tmp_path):
@@ -42,38 +62,51 @@ def test_directory(tmp_path):
         load_batch(tmp_path)
 
 
+@pytest.mark.parametrize('fmt, options', [('JPEG', {}), ('PNG', {}), ('GIF', {}), ('BMP', {}), ('TIFF', {}),
+                                          ('WEBP', {'lossless': True}), ('PPM', {})])
+def test_every_allowed_format_decodes_from_a_file_and_from_bytes(tmp_path, fmt, options):
+    data = _encoded(fmt, **options)
+    decoded = [decode_image(source, name=name) for source, name in _both(tmp_path, data)]
+    assert decoded[0].size == decoded[1].size == (32, 24)
+    np.testing.assert_array_equal(np.asarray(decoded[0]), np.asarray(decoded[1]))
+
+
+@pytest.mark.parametrize('data, error, message', [
+    (b'', EmptyImageError, r'expected image data, got an empty \(0-byte\) file'),
+    (b'this is not a photo\n', UnsupportedFormatError, r"expected JPEG, PNG, .* data, got bytes starting b'this is '"),
+    (_encoded('ICO'), UnsupportedFormatError, 'expected JPEG'),  # Pillow reads ICO; the allow-list does not
+    (_encoded('JPEG', Image.fromarray(_photo(64, 64)), quality=95)[:2000], CorruptImageError,
+     r'truncated or corrupt JPEG data \(OSError: image file is truncated'),
+    (_encoded('PNG')[:30], CorruptImageError, 'truncated or corrupt PNG data, its header unreadable'),
+])
+def test_refusals_are_the_same_for_files_and_bytes(tmp_path, data, error, message):
+    for source, name in _both(tmp_path, data, 'notes.jpg'):
+        with pytest.raises(error, match=rf'^{re.escape(name)}: {message}'):
+            decode_image(source, name=name)
+
+
+def test_the_pixel_limit_is_the_argument_not_pillows_global(tmp_path, monkeypatch):
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', None)  # Pillow's own guard off: only max_pixels can refuse
+    for source, name in _both(tmp_path, _encoded('PNG')):
+        with pytest.raises(TooManyPixelsError, match=rf'^{re.escape(name)}: image is 32x24 = 768 pixels, more than '
+                                                      r'the limit of 767 pixels .*--max-pixels'):
+            decode_image(source, 767, name)
+        assert decode_image(source, 768, name).size == (32, 24)
+
+
+def test_errors_are_input_errors_the_service_maps_to_a_status():
+    from splitbrain_hub.serve.errors import ERROR_CODES, INPUT_ERROR_CODES, refused_image
+    assert all(issubclass(kind, InputError) for kind in INPUT_ERROR_CODES)
+    statuses = {kind.__name__: refused_image(kind('x')).status for kind in INPUT_ERROR_CODES}
+    assert statuses == {'EmptyImageError': 400, 'UnsupportedFormatError': 415, 'CorruptImageError': 400,
+                        'TooManyPixelsError': 413}
+    assert refused_image(InputError('too small')).error == 'invalid_image' and ERROR_CODES['invalid_image'][0] == 422
+
+
 def test_zero_byte_file(tmp_path):
     (tmp_path / 'empty.png').touch()
-    with pytest.raises(InputError, match=r'empty\.png: expected an image file, got an empty \(0-byte\) file'):
+    with pytest.raises(InputError, match=r'empty\.png: expected image data, got an empty \(0-byte\) file'):
         load_batch(tmp_path / 'empty.png')
-
-
-def test_text_file_named_jpg(tmp_path):
-    (tmp_path / 'notes.jpg').write_text('this is not a photo\n')
-    with pytest.raises(InputError, match=r'notes\.jpg: expected an image file Pillow can read .* cannot identify'):
-        load_batch(str(tmp_path / 'notes.jpg'))
-
-
-def test_truncated_jpeg(tmp_path):
-    buffer = io.BytesIO()
-    Image.fromarray(_photo(64, 64)).save(buffer, 'JPEG', quality=95)
-    (tmp_path / 'cut.jpg').write_bytes(buffer.getvalue()[:len(buffer.getvalue()) // 2])
-    with pytest.raises(InputError, match=r'cut\.jpg: truncated or corrupt image data \(OSError: image file is truncated'):
-        load_batch(tmp_path / 'cut.jpg')
-
-
-def test_bytes_decode_like_the_file_and_errors_name_the_source(tmp_path):
-    buffer = io.BytesIO()
-    Image.fromarray(_photo()).save(buffer, 'PNG')
-    (tmp_path / 'a.png').write_bytes(buffer.getvalue())
-    from_bytes, from_file = decode_image(buffer.getvalue(), 'shard.tar:a.png'), read_image(tmp_path / 'a.png')
-    np.testing.assert_array_equal(np.asarray(from_bytes), np.asarray(from_file))
-    with pytest.raises(InputError, match=r'^shard\.tar:b\.jpg: expected an image file Pillow can read'):
-        decode_image(b'not a photo', 'shard.tar:b.jpg')
-    with pytest.raises(InputError, match=r'^shard\.tar:c\.jpg: truncated or corrupt image data'):
-        decode_image(buffer.getvalue()[:100], 'shard.tar:c.jpg')
-    with pytest.raises(InputError, match=r'^shard\.tar:d\.jpg: expected an image file, got an empty'):
-        decode_image(b'', 'shard.tar:d.jpg')
 
 
 def test_an_image_batch_is_taken_as_it_is():
@@ -88,29 +121,29 @@ def test_file_with_side_of_one(tmp_path, width, height):
         load_batch(tmp_path / 'thin.png')
 
 
-def test_decompression_bomb_between_one_and_two_limits(tmp_path):
-    # 100 M pixels: Pillow only warns (its hard error is at twice its limit); we refuse.
+def test_decompression_bomb_between_one_and_two_pillow_limits(tmp_path):
+    # 100 M pixels: Pillow would only warn (its hard error is at twice its limit); the default limit refuses.
     path = _png_header_only(tmp_path / 'bomb.png', 10_000, 10_000)
-    with pytest.warns(Image.DecompressionBombWarning), pytest.raises(InputError) as info:
-        load_batch(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')  # and no DecompressionBombWarning escapes: the refusal says it all
+        with pytest.raises(TooManyPixelsError) as info:
+            load_batch(path)
     message = str(info.value)
     assert 'bomb.png: image is 10000x10000 = 100,000,000 pixels' in message
-    assert f'decompression-bomb limit of {Image.MAX_IMAGE_PIXELS:,} pixels' in message
-    assert 'PIL.Image.MAX_IMAGE_PIXELS' in message and '--max-pixels' in message
+    assert f'more than the limit of {DEFAULT_MAX_PIXELS:,} pixels' in message and '--max-pixels' in message
 
 
 def test_decompression_bomb_over_pillows_hard_limit(tmp_path):
     path = _png_header_only(tmp_path / 'bomb.png', 20_000, 20_000)
-    with pytest.raises(InputError, match=r'bomb\.png: refused as a possible decompression bomb .*MAX_IMAGE_PIXELS'):
-        load_batch(path)
+    with pytest.raises(TooManyPixelsError, match=r'bomb\.png: refused as a possible decompression bomb by Pillow'):
+        decode_image(path, max_pixels=None)
 
 
-def test_raising_the_limit_lets_the_size_check_pass(tmp_path, monkeypatch):
+def test_raising_the_limit_lets_the_size_check_pass(tmp_path):
     # With the limit raised the header is accepted, and decoding then finds the data missing.
-    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 200_000_000)
     path = _png_header_only(tmp_path / 'bomb.png', 10_000, 10_000)
-    with pytest.raises(InputError, match='truncated or corrupt image data'):
-        load_batch(path)
+    with pytest.raises(CorruptImageError, match='truncated or corrupt PNG data'):
+        decode_image(path, max_pixels=200_000_000)
 
 
 # --- bad arrays and tensors -----------------------------------------------------------------------
@@ -281,5 +314,5 @@ def test_read_only_array_is_accepted():
 def test_tiff_header_with_invalid_dimensions_is_an_input_error():
     """Found by scripts/fuzz.py: Pillow's TIFF plugin raised ValueError('Invalid dimensions') from open()."""
     data = (Path(__file__).parent / 'fuzz_corpus' / 'image' / 'crash-763ee7f75e574035fb518ddc78484675e2d5cfae').read_bytes()
-    with pytest.raises(InputError, match='fuzz.tif: truncated or corrupt image data'):
-        decode_image(data, 'fuzz.tif')
+    with pytest.raises(CorruptImageError, match='fuzz.tif: truncated or corrupt TIFF data'):
+        decode_image(data, name='fuzz.tif')

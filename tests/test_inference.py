@@ -10,11 +10,10 @@ import torch
 from PIL import Image
 
 import splitbrain_hub
-from splitbrain_hub import InputError, WeightsError, colorize, extract_features, predict_lightness
+from splitbrain_hub import InputError, WeightsError, colorize, extract_features, inference, predict_lightness
 from splitbrain_hub.color import lab_to_rgb, rgb_to_lab
 from splitbrain_hub.inference import load_model, resolve_device
 from splitbrain_hub.quantize import ab_bin_centers, l_bin_centers
-
 
 # The smallest input the network takes keeps the tests fast; colorize reads it from the model's cfg.
 SMALL = dict(pretrained_cfg_overlay=dict(input_size=(3, 96, 96)))
@@ -103,6 +102,28 @@ def test_batch_equals_one_by_one(model):
         np.testing.assert_array_equal(colorize(image, model=model), result)
 
 
+@pytest.mark.parametrize('predict', [colorize, predict_lightness])
+def test_a_long_list_is_read_and_predicted_batch_size_inputs_at_a_time(model, monkeypatch, predict):
+    images = [_photo(seed=i) for i in range(5)]
+    all_at_once = predict(images, model=model, batch_size=8, amp='off')  # bf16 results depend on the batch
+    loaded, forwarded = [], []
+    load_batches, forward_pretext = inference.load_batches, model.forward_pretext
+    monkeypatch.setattr(inference, 'load_batches', lambda chunk, start=0: loaded.append(len(chunk)) or load_batches(chunk, start))
+    monkeypatch.setattr(model, 'forward_pretext', lambda x, **kw: forwarded.append(x.shape[0]) or forward_pretext(x, **kw))
+    in_batches = predict(images, model=model, batch_size=2, amp='off')
+    assert loaded == forwarded == [2, 2, 1]  # never more than one batch of full-resolution images decoded
+    for got, want in zip(in_batches, all_at_once, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_errors_in_a_later_batch_name_the_input_by_its_place_in_the_whole_list(model):
+    images = [_photo(), _photo(), _photo(), np.zeros((1, 1, 3), np.uint8)]
+    with pytest.raises(InputError, match=r'^image\[3\]: expected width and height of at least 2'):
+        colorize(images, model=model, batch_size=2)
+    with pytest.raises(InputError, match='batch_size: expected an int >= 1, got 0'):
+        colorize(images, model=model, batch_size=0)
+
+
 # --- colorize: reference values -------------------------------------------------------------------
 
 @pytest.mark.parametrize('upsample', ['bilinear', 'guided'])
@@ -171,15 +192,15 @@ def test_lower_temperature_is_more_saturated(model):
     assert chroma[0] > chroma[1]
 
 
-def test_training_mode_is_restored_and_dropout_is_off(model):
-    model.train()
-    try:
-        first, second = (colorize(torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(0)), model=model)
-                         for _ in range(2))
-        assert model.training
-        torch.testing.assert_close(first, second)
-    finally:
-        model.eval()
+def test_training_mode_is_restored_and_dropout_is_off():
+    model = timm.create_model('splitbrain_alexnet', drop_rate=0.5, **SMALL).train()
+    image = torch.rand(1, 3, 40, 40, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # in training mode this model's dropout changes the prediction from call to call
+        network_input = torch.rand(1, 3, 96, 96, generator=torch.Generator().manual_seed(1))
+        assert not torch.equal(*(model.forward_pretext(network_input)['l_half'] for _ in range(2)))
+    first, second = (colorize(image, model=model) for _ in range(2))
+    assert model.training
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
 
 
 # --- predict_lightness ----------------------------------------------------------------------------
@@ -228,9 +249,8 @@ def test_devices():
 
 
 def test_device_must_match_a_given_model(model):
-    if torch.cuda.is_available():
-        with pytest.raises(InputError, match='device: expected the device the given model is on'):
-            colorize(_photo(), model=model, device='cuda')
+    with pytest.raises(InputError, match=r"device: expected the device the given model is on \(cpu\), got 'meta'"):
+        colorize(_photo(), model=model, device='meta')  # 'meta' exists everywhere, unlike a GPU
 
 
 def test_colorize_on_each_device(model, device):
@@ -255,15 +275,17 @@ def test_load_model_from_saved_folder_and_bare_file_is_cached(model, tmp_path):
 
 
 def test_missing_weights_are_a_weights_error(tmp_path):
-    with pytest.raises(WeightsError, match=r'none\.safetensors: expected a save_pretrained folder or a \.safetensors file, but it does not exist'):
+    with pytest.raises(WeightsError, match=r'none\.safetensors: expected a save_pretrained folder or a \.safetensors file, '
+                                            r'but it does not exist'):
         load_model(tmp_path / 'none.safetensors')
 
 
-def test_default_model_without_shipped_weights_says_where_it_looked():
-    from splitbrain_hub.weights import shipped_weights_path
-    if shipped_weights_path('splitbrain_alexnet', 'tinyimagenet_128').is_file():
-        pytest.skip('the release weights are shipped: the default model loads')
-    with pytest.raises(WeightsError, match='no pretrained weights for .*shipped file'):
+def test_default_model_without_shipped_weights_says_where_it_looked(monkeypatch, tmp_path, hf_env):
+    from splitbrain_hub import weights
+    hf_env(HF_HUB_OFFLINE='1')  # the Hub cannot give the release either
+    monkeypatch.setattr(weights, 'SHIPPED_DIR', tmp_path / 'not-shipped')
+    monkeypatch.setattr(inference, '_model_cache', {})
+    with pytest.raises(WeightsError, match=r'no pretrained weights for .*shipped file .*not-shipped'):
         colorize(_photo())
 
 
@@ -310,7 +332,7 @@ def test_features_pool_resizes_and_mixed_inputs_are_resized(model):
     (dict(layers='conv1'), 'layers: expected distinct names'),
     (dict(layers=['conv1', 'conv1']), 'layers: expected distinct names'),
     (dict(layers=[]), 'layers: expected distinct names'),
-    (dict(pool=0), r'pool: expected None, an int >= 1 or \(height, width\), got 0'),
+    (dict(pool=0), r'pool: expected None, an int or \(height, width\) with sides >= 1, got 0'),
     (dict(pool=(2, 2, 2)), 'pool: expected None'),
     (dict(batch_size=0), 'batch_size: expected an int >= 1, got 0'),
 ])

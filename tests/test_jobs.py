@@ -67,7 +67,7 @@ def test_list_file_paths_are_mirrored_under_the_output_folder(tmp_path, monkeypa
     assert [(str(job.source), str(job.outputs[0])) for job in parts[0].jobs] == [
         ('a/x.jpg', 'out/a/x.png'), (f'{tmp_path}/b/c/x.jpg', f'out/{str(tmp_path).lstrip("/")}/b/c/x.png')]
     listing.write_text('a/x.jpg\n../elsewhere/y.jpg\n')
-    with pytest.raises(InputError, match=r"list\.txt, line 2: expected a path that stays inside its folder tree"):
+    with pytest.raises(InputError, match=r'list\.txt, line 2: expected a path that stays inside its folder tree'):
         plan([], [listing], [], False, Layout(Path('out'), ('.png',)), batch_size=8)
     with pytest.raises(InputError, match=r'none\.txt: expected a readable UTF-8 list of image paths'):
         plan([], [tmp_path / 'none.txt'], [], False, Layout(Path('out'), ('.png',)), batch_size=8)

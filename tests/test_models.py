@@ -10,7 +10,7 @@ import torch.nn as nn
 
 import splitbrain_hub  # noqa: F401  (registers the models)
 from splitbrain_hub import InputError, SplitBrainAlexNet
-from splitbrain_hub.models.splitbrain_alexnet import GemmConv2d
+from splitbrain_hub.models.splitbrain_alexnet import ALEXNET_LAYERS, GemmConv2d
 from splitbrain_hub.quantize import L_BIN_COUNT, ab_bin_count
 
 
@@ -87,6 +87,17 @@ def test_halves_are_disjoint(perturbed, unaffected):
     torch.testing.assert_close(pretext_a[unaffected], pretext_b[unaffected], rtol=0, atol=0)
 
 
+def test_forward_intermediates_stop_early_ends_at_the_last_tap():
+    model = timm.create_model('splitbrain_alexnet').eval()
+    x = torch.rand(1, 3, 128, 128)
+    with torch.no_grad():
+        final, (conv2,) = model.forward_intermediates(x, indices=[1], stop_early=True)
+        whole, (conv2_again,) = model.forward_intermediates(x, indices=[1])
+    torch.testing.assert_close(final, conv2, rtol=0, atol=0)  # nothing ran past conv2
+    torch.testing.assert_close(conv2, conv2_again, rtol=0, atol=0)
+    assert whole.shape == model.forward_features(x).shape != final.shape
+
+
 def test_greyscale_input():
     model = timm.create_model('splitbrain_alexnet', in_chans=1).eval()
     rgb_model = timm.create_model('splitbrain_alexnet').eval()
@@ -138,6 +149,21 @@ def test_config_round_trips_through_json():
     assert SplitBrainAlexNet(**config).config() == model.config()
 
 
+def test_layer_table_is_an_argument_recorded_in_the_config():
+    narrow = {'convs': [[name, chs // 8, *rest] for name, chs, *rest in ALEXNET_LAYERS['convs']],
+              'fcs': [[name, chs // 64, *rest] for name, chs, *rest in ALEXNET_LAYERS['fcs']]}
+    model = timm.create_model('splitbrain_alexnet', layers=narrow)
+    assert [(info['num_chs'], info['reduction']) for info in model.feature_info] == [
+        (12, 4), (32, 8), (48, 16), (48, 16), (32, 16)]
+    assert model.features.branches['l_half'].conv1.weight.shape == (6, 1, 11, 11)
+    assert model.pre_logits.branches['ab_half'].fc6.weight.shape == (32, 16, 6, 6)
+    config = json.loads(json.dumps(model.config()))
+    assert config['layers'] == narrow
+    rebuilt = SplitBrainAlexNet(**config)
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in model.state_dict().items()}
+    assert timm.create_model('splitbrain_alexnet').config()['layers'] == ALEXNET_LAYERS
+
+
 @pytest.mark.parametrize('kwargs, message', [
     (dict(halves={'l_half': [0, 2]}), 'consecutive'),
     (dict(halves={'x': [3]}), '0..2'),
@@ -145,6 +171,9 @@ def test_config_round_trips_through_json():
     (dict(pretext={'l_half': 'rgb_cl'}), 'pretext'),
     (dict(pool5_stride=3), 'pool5_stride'),
     (dict(in_chans=2), 'in_chans'),
+    (dict(layers={'convs': ALEXNET_LAYERS['convs']}), 'layers: expected'),
+    (dict(layers={'convs': [['conv1', 96, 11]], 'fcs': ALEXNET_LAYERS['fcs']}), 'layers: expected'),
+    (dict(layers={'convs': [['conv1', 95, 11, 4, 0, 'pool1']], 'fcs': ALEXNET_LAYERS['fcs']}), 'equal halves'),
 ])
 def test_bad_arguments(kwargs, message):
     with pytest.raises(InputError, match=message):
@@ -172,7 +201,7 @@ def test_running_one_half_equals_running_both(half):
 # In a child process: on torch 2.14.1 with AVX-512 BF16, oneDNN's bf16 weight gradient of a 1x1 convolution
 # from 4096 channels to 1-3 corrupted the heap (abort or segfault within a few steps), which killed the
 # regression rows of Table 2; the heads now run as one GEMM (GemmConv2d).
-_REGRESSION_BF16_STEPS = '''
+_REGRESSION_BF16_STEPS = """
 import torch, timm, splitbrain_hub
 torch.manual_seed(0)
 model = timm.create_model('alexnet_lab', halves={'l': [0]}, pretext={'l': 'ab_reg'}, num_classes=0)
@@ -183,7 +212,7 @@ for _ in range(20):
         out = head(fc7)
     out.float().square().mean().backward()
 print(float(head.weight.grad.norm()), float(head.bias.grad.norm()))
-'''
+"""
 
 
 def test_regression_head_bf16_backward():

@@ -27,7 +27,7 @@ def test_amp_settings(device):
 
 @pytest.mark.parametrize('amp', ['fp16', 'on', '', 'BF16'])
 def test_amp_rejects_unknown_settings(amp):
-    with pytest.raises(InputError, match=f"amp: expected one of {AMP_SETTINGS!r}".replace('(', r'\(')
+    with pytest.raises(InputError, match=f'amp: expected one of {AMP_SETTINGS!r}'.replace('(', r'\(')
                        .replace(')', r'\)')):
         autocast_dtype(amp, torch.device('cpu'))
 

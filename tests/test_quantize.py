@@ -5,11 +5,11 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from skimage import color as skcolor
 
 from splitbrain_hub.color import rgb_to_lab
 from splitbrain_hub.errors import InputError
 from splitbrain_hub.quantize import (
+    _AB_BINS_PATH,
     AB_GRID_SIZE,
     L_BIN_COUNT,
     _annealed_mean_from_logits,
@@ -53,25 +53,13 @@ class TestBinCenters:
         assert [0.0, 0.0] in centers.tolist()
         assert centers.tolist() == sorted(centers.tolist())
 
-    def test_ab_matches_skimage(self):
-        # Recompute the set from scratch: every 8-bit sRGB colour through scikit-image, binned to the grid.
-        # Cells are held as complex numbers a + ib: np.unique on them is fast and sorts by a, then b.
-        levels = np.arange(256) / 255
-        cells = []
-        for red in np.array_split(levels, 8):
-            rgb = np.stack(np.meshgrid(red, levels, levels, indexing="ij"), axis=-1).reshape(-1, 3)
-            ab_cells = np.round(skcolor.rgb2lab(rgb)[:, 1:] / AB_GRID_SIZE)
-            cells.append(np.unique(ab_cells[:, 0] + 1j * ab_cells[:, 1]))
-        cells = np.unique(np.concatenate(cells))
-        expected = np.stack([cells.real, cells.imag], axis=1) * AB_GRID_SIZE
-        assert ab_bin_centers(dtype=torch.float64).tolist() == expected.tolist()
-
     def test_generator_reproduces_shipped_file(self, tmp_path):
-        path = tmp_path / "ab_bins.json"
+        # One sweep of all 256³ 8-bit colours (through color._rgb_to_lab, itself checked against scikit-image
+        # in test_color.py) rewrites the shipped file byte for byte.
+        path = tmp_path / 'ab_bins.json'
         write_ab_bin_centers(path)
-        written = json.loads(path.read_text())
-        assert written["grid_size"] == AB_GRID_SIZE
-        assert written["centers"] == ab_bin_centers(dtype=torch.int64).tolist()
+        assert path.read_bytes() == _AB_BINS_PATH.read_bytes()
+        assert json.loads(path.read_text())['centers'] == ab_bin_centers(dtype=torch.int64).tolist()
 
     def test_l(self, device):
         centers = l_bin_centers(device=device, dtype=torch.float64)
@@ -81,7 +69,7 @@ class TestBinCenters:
 
 
 class TestSoftEncode:
-    @pytest.mark.parametrize("shape", [(1, 2, 1, 1), (4, 2, 3, 5)])
+    @pytest.mark.parametrize('shape', [(1, 2, 1, 1), (4, 2, 3, 5)])
     def test_shapes(self, shape, device):
         values = torch.rand(shape, device=device) * 100 - 50
         encoded = soft_encode(values, ab_bin_centers())
@@ -101,7 +89,7 @@ class TestSoftEncode:
         assert weights[20].item() == weights[21].item() == pytest.approx(expected[0].item())  # centres 41, 43
 
     def test_batched_equals_one_by_one(self):
-        values = in_gamut_ab("cpu", size=4)
+        values = in_gamut_ab('cpu', size=4)
         encoded = soft_encode(values, ab_bin_centers())
         for index in range(values.shape[0]):
             alone = soft_encode(values[index : index + 1], ab_bin_centers())
@@ -113,21 +101,21 @@ class TestSoftEncode:
         torch.testing.assert_close(encoded.sum(), torch.tensor(1.0))
 
     @pytest.mark.parametrize(
-        ("kwargs", "message"),
+        ('kwargs', 'message'),
         [
-            ({"values": torch.zeros(1, 3, 2, 2)}, r"values: expected shape \(N, 2, H, W\) .*, got \(1, 3, 2, 2\)"),
-            ({"values": torch.zeros(2, 2, 2)}, r"values: expected shape \(N, 2, H, W\) .*, got \(2, 2, 2\)"),
-            ({"values": torch.zeros(1, 2, 2, 2, dtype=torch.int64)}, "values: expected a floating-point dtype, got"),
-            ({"values": torch.full((1, 2, 2, 2), float("nan"))}, "values: expected finite values, got NaN or infinity"),
-            ({"values": np.zeros((1, 2, 2, 2))}, "values: expected a torch.Tensor, got ndarray"),
-            ({"centers": torch.zeros(261)}, r"centers: expected a floating-point \(Q, C\) tensor, got .* \(261,\)"),
-            ({"neighbours": 0}, r"neighbours: expected an integer in \[1, 261\], got 0"),
-            ({"neighbours": 262}, r"neighbours: expected an integer in \[1, 261\], got 262"),
-            ({"sigma": 0.0}, "sigma: expected a finite number > 0, got 0.0"),
+            ({'values': torch.zeros(1, 3, 2, 2)}, r'values: expected shape \(N, 2, H, W\) .*, got \(1, 3, 2, 2\)'),
+            ({'values': torch.zeros(2, 2, 2)}, r'values: expected shape \(N, 2, H, W\) .*, got \(2, 2, 2\)'),
+            ({'values': torch.zeros(1, 2, 2, 2, dtype=torch.int64)}, 'values: expected a floating-point dtype, got'),
+            ({'values': torch.full((1, 2, 2, 2), float('nan'))}, 'values: expected finite values, got NaN or infinity'),
+            ({'values': np.zeros((1, 2, 2, 2))}, 'values: expected a torch.Tensor, got ndarray'),
+            ({'centers': torch.zeros(261)}, r'centers: expected a floating-point \(Q, C\) tensor, got .* \(261,\)'),
+            ({'neighbours': 0}, r'neighbours: expected an integer in \[1, 261\], got 0'),
+            ({'neighbours': 262}, r'neighbours: expected an integer in \[1, 261\], got 262'),
+            ({'sigma': 0.0}, 'sigma: expected a finite number > 0, got 0.0'),
         ],
     )
     def test_errors(self, kwargs, message):
-        arguments = {"values": torch.zeros(1, 2, 2, 2), "centers": ab_bin_centers(), **kwargs}
+        arguments = {'values': torch.zeros(1, 2, 2, 2), 'centers': ab_bin_centers(), **kwargs}
         with pytest.raises(InputError, match=message):
             soft_encode(**arguments)
 
@@ -146,13 +134,13 @@ class TestHardEncode:
         assert hard_encode(lightness, l_bin_centers()).flatten().tolist() == [0, 0, 1, 24, 49]
 
     def test_errors(self):
-        with pytest.raises(InputError, match=r"values: expected shape \(N, 1, H, W\)"):
+        with pytest.raises(InputError, match=r'values: expected shape \(N, 1, H, W\)'):
             hard_encode(torch.zeros(1, 2, 3, 3), l_bin_centers())
 
 
 class TestAnnealedMean:
     @pytest.mark.parametrize(
-        ("make_centers", "temperature", "atol"),
+        ('make_centers', 'temperature', 'atol'),
         [(ab_bin_centers, 0.01, 1e-6), (ab_bin_centers, 0.05, 1e-6), (l_bin_centers, 0.01, 1e-2)],
     )
     def test_soft_round_trip_on_centres(self, make_centers, temperature, atol, device):
@@ -196,10 +184,10 @@ class TestAnnealedMean:
         probabilities = torch.rand(2, 261, 3, 4, device=device, dtype=torch.float64)
         probabilities = probabilities / probabilities.sum(dim=1, keepdim=True)
         centers = ab_bin_centers(device=device, dtype=torch.float64)
-        expected = torch.einsum("nqhw,qc->nchw", probabilities, centers)
+        expected = torch.einsum('nqhw,qc->nchw', probabilities, centers)
         torch.testing.assert_close(annealed_mean(probabilities, centers, temperature=1.0), expected)
 
-    @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+    @pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
     def test_zeros_and_low_temperature_stay_finite(self, dtype):
         probabilities = torch.zeros(1, 261, 2, 2, dtype=dtype)
         probabilities[0, 7, 0, 0] = 1.0  # other pixels are all zeros: they decode to the mean of the centres
@@ -222,23 +210,23 @@ class TestAnnealedMean:
     def test_script(self):
         logits = torch.randn(2, 261, 3, 4)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit.script is deprecated
+            warnings.simplefilter('ignore', FutureWarning)  # torch.jit.script is deprecated
             scripted = torch.jit.script(_annealed_mean_from_logits)
         expected = annealed_mean_from_logits(logits, ab_bin_centers(), 0.38)
         torch.testing.assert_close(scripted(logits, ab_bin_centers(), 0.38), expected)
 
-    @pytest.mark.parametrize("temperature", [0, -1.0, math.nan, math.inf, "0.38", True])
+    @pytest.mark.parametrize('temperature', [0, -1.0, math.nan, math.inf, '0.38', True])
     def test_temperature_errors(self, temperature):
-        with pytest.raises(InputError, match="temperature: expected a finite number > 0, got"):
+        with pytest.raises(InputError, match='temperature: expected a finite number > 0, got'):
             annealed_mean(torch.ones(1, 50, 2, 2) / 50, l_bin_centers(), temperature)
-        with pytest.raises(InputError, match="temperature: expected a finite number > 0, got"):
+        with pytest.raises(InputError, match='temperature: expected a finite number > 0, got'):
             annealed_mean_from_logits(torch.zeros(1, 50, 2, 2), l_bin_centers(), temperature)
 
     def test_shape_errors(self):
-        message = r"probabilities: expected shape \(N, 50, H, W\) to match centers, got \(1, 49, 2, 2\)"
+        message = r'probabilities: expected shape \(N, 50, H, W\) to match centers, got \(1, 49, 2, 2\)'
         with pytest.raises(InputError, match=message):
             annealed_mean(torch.ones(1, 49, 2, 2), l_bin_centers())
-        with pytest.raises(InputError, match="logits: expected a floating-point dtype, got torch.int64"):
+        with pytest.raises(InputError, match='logits: expected a floating-point dtype, got torch.int64'):
             annealed_mean_from_logits(torch.zeros(1, 50, 2, 2, dtype=torch.int64), l_bin_centers())
 
 
@@ -280,21 +268,21 @@ class TestRebalanceWeights:
         assert weights.device.type == device.type
 
     @pytest.mark.parametrize(
-        ("kwargs", "message"),
+        ('kwargs', 'message'),
         [
-            ({"histogram": torch.ones(49)}, r"histogram: expected shape \(50,\) to match centers, got \(49,\)"),
-            ({"histogram": torch.ones(1, 50)}, r"histogram: expected shape \(50,\) to match centers, got \(1, 50\)"),
-            ({"histogram": [1.0] * 50}, "histogram: expected a torch.Tensor, got list"),
-            ({"histogram": torch.zeros(50)}, "histogram: expected a positive total, got all zeros"),
-            ({"histogram": with_bad_count(-1.0)}, "histogram: expected finite non-negative counts, got"),
-            ({"histogram": with_bad_count(math.nan)}, "histogram: expected finite non-negative counts, got"),
-            ({"histogram": with_bad_count(math.inf)}, "histogram: expected finite non-negative counts, got"),
-            ({"lam": 0.0}, r"lam: expected a number in \(0, 1\], got 0.0"),
-            ({"lam": 1.5}, r"lam: expected a number in \(0, 1\], got 1.5"),
-            ({"sigma": -5.0}, "sigma: expected a finite number > 0, got -5.0"),
+            ({'histogram': torch.ones(49)}, r'histogram: expected shape \(50,\) to match centers, got \(49,\)'),
+            ({'histogram': torch.ones(1, 50)}, r'histogram: expected shape \(50,\) to match centers, got \(1, 50\)'),
+            ({'histogram': [1.0] * 50}, 'histogram: expected a torch.Tensor, got list'),
+            ({'histogram': torch.zeros(50)}, 'histogram: expected a positive total, got all zeros'),
+            ({'histogram': with_bad_count(-1.0)}, 'histogram: expected finite non-negative counts, got'),
+            ({'histogram': with_bad_count(math.nan)}, 'histogram: expected finite non-negative counts, got'),
+            ({'histogram': with_bad_count(math.inf)}, 'histogram: expected finite non-negative counts, got'),
+            ({'lam': 0.0}, r'lam: expected a number in \(0, 1\], got 0.0'),
+            ({'lam': 1.5}, r'lam: expected a number in \(0, 1\], got 1.5'),
+            ({'sigma': -5.0}, 'sigma: expected a finite number > 0, got -5.0'),
         ],
     )
     def test_errors(self, kwargs, message):
-        arguments = {"histogram": torch.ones(50), "centers": l_bin_centers(), **kwargs}
+        arguments = {'histogram': torch.ones(50), 'centers': l_bin_centers(), **kwargs}
         with pytest.raises(InputError, match=message):
             rebalance_weights(**arguments)

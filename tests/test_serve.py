@@ -2,8 +2,8 @@
 micro-batching, overload, readiness, SIGTERM drain, the web page in headless Chromium, and an API fuzz.
 
 A random-init checkpoint written by the test stands in for the released weights: these tests check the
-service, not the quality of the colours. Two servers run: ``server`` (default limits, a small upload
-limit) and ``small_server`` (a queue of 2, for overload and SIGTERM, which ends it; its tests run last).
+service, not the quality of the colours. Three servers run: ``server`` (default limits, a small upload
+limit), ``small_server`` (a queue of 2, for overload) and ``sigterm_server`` (ended by the SIGTERM test).
 """
 import concurrent.futures
 import io
@@ -102,17 +102,14 @@ class Server:
         with open(self.log, 'wb') as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
         self.client = httpx.Client(base_url=self.url, timeout=60)
-        self.answers_before_ready = []
 
     def wait_ready(self) -> 'Server':
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             assert self.process.poll() is None, f'server exited early:\n{self.log.read_text()}'
             try:
-                response = self.client.get('/readyz')
-                if response.status_code == 200:
+                if self.client.get('/readyz').status_code == 200:
                     return self
-                self.answers_before_ready.append((response.status_code, response.json()))
             except httpx.TransportError:
                 pass
             time.sleep(0.1)
@@ -144,13 +141,14 @@ def weights(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope='module')
 def servers(weights, tmp_path_factory):
-    """Both servers. The second starts once the first is ready and loads while the first one's tests run."""
+    """The servers. The others start once the first is ready and load while the first one's tests run."""
     tmp = tmp_path_factory.mktemp('servers')
     started = {'server': Server(tmp, weights, '--max-upload-bytes', str(UPLOAD_LIMIT), '--max-wait-ms', '50')}
     started['server'].wait_ready()
     # A queue of 2 and one image per pass: easy to overload. The SIGTERM test ends it.
     started['small_server'] = Server(tmp, weights, '--max-queue', '2', '--max-batch', '1',
                                      '--request-timeout-s', str(SMALL_TIMEOUT_S))
+    started['sigterm_server'] = Server(tmp, weights, '--max-batch', '1')
     yield started
     for server in started.values():
         server.stop()
@@ -167,15 +165,31 @@ def small_server(servers):
 
 
 @pytest.fixture(scope='module')
+def sigterm_server(servers):
+    """A server of its own for the SIGTERM test, which ends it: the other tests may run in any order."""
+    return servers['sigterm_server'].wait_ready()
+
+
+@pytest.fixture(scope='module')
 def model(weights):
     return load_model(weights, 'cpu')
 
 
 # --- endpoints ------------------------------------------------------------------------------------
 
+def test_before_the_model_is_loaded_healthz_is_up_and_readyz_says_not_ready(weights):
+    from fastapi.testclient import TestClient
+
+    from splitbrain_hub.serve.app import create_app
+    from splitbrain_hub.serve.config import ServeConfig
+    client = TestClient(create_app(ServeConfig(weights=str(weights))))  # no lifespan: the model never loads
+    assert client.get('/healthz').json() == {'status': 'ok'}
+    assert_json_error(client.get('/readyz'), 503, 'not_ready')
+    assert client.get('/readyz').headers['retry-after'] == '1'
+    assert_json_error(client.post('/v1/colorize', files={'image': ('p.png', encoded(photo()))}), 503, 'not_ready')
+
+
 def test_readiness_and_info(server, weights):
-    # While the model loaded, /readyz said so (503 not_ready) and /healthz was already up.
-    assert all(status == 503 and body['error'] == 'not_ready' for status, body in server.answers_before_ready)
     assert server.client.get('/healthz').json() == {'status': 'ok'}
     assert server.client.get('/readyz').json() == {'status': 'ready'}
     info = server.client.get('/v1/info').json()
@@ -328,7 +342,7 @@ def test_page_is_served_with_no_outside_assets(server):
 
 def _chroma(page, selector: str) -> float:
     """Mean (max - min) over RGB of the pixels of an <img>, read back through a canvas in the page."""
-    return page.evaluate('''(selector) => {
+    return page.evaluate("""(selector) => {
         const img = document.querySelector(selector);
         const canvas = document.createElement('canvas');
         canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
@@ -338,19 +352,19 @@ def _chroma(page, selector: str) -> float:
         let sum = 0;
         for (let i = 0; i < d.length; i += 4) sum += Math.max(d[i], d[i+1], d[i+2]) - Math.min(d[i], d[i+1], d[i+2]);
         return sum / (d.length / 4);
-    }''', selector)
+    }""", selector)
 
 
 def _result_image(page) -> Image.Image:
     """The result image the page shows, fetched back from its object URL."""
-    data = page.evaluate('''async () => {
+    data = page.evaluate("""async () => {
         const blob = await (await fetch(document.querySelector('#result').src)).blob();
         return await new Promise((done) => {
             const reader = new FileReader();
             reader.onload = () => done(reader.result.split(',')[1]);
             reader.readAsDataURL(blob);
         });
-    }''')
+    }""")
     import base64
     return Image.open(io.BytesIO(base64.b64decode(data)))
 
@@ -375,7 +389,8 @@ def test_page_colorizes_a_photo_in_headless_chromium(server, tmp_path):
             page.goto(server.url + '/')
             page.set_input_files('#file', str(upload))
             page.wait_for_function("document.querySelector('#result').naturalWidth > 0", timeout=30_000)
-            size = page.evaluate("[document.querySelector('#result').naturalWidth, document.querySelector('#result').naturalHeight]")
+            size = page.evaluate("[document.querySelector('#result').naturalWidth, "
+                                 "document.querySelector('#result').naturalHeight]")
             assert size == [512, 512]
             assert _chroma(page, '#result') > 3  # a colour image, not grey
             first_result = page.get_attribute('#result', 'src')
@@ -434,7 +449,7 @@ def test_fuzzed_requests_never_get_a_5xx(server):
     assert server.healthy()
 
 
-# --- overload and SIGTERM (last: they use the second server, which loaded meanwhile) ------------
+# --- overload and SIGTERM (on the other servers, which loaded meanwhile) ---------------------------
 
 def test_full_queue_answers_503_with_retry_after(small_server):
     body = encoded(photo(640, 480), 'JPEG')
@@ -482,21 +497,21 @@ def test_an_upload_that_stalls_gets_408_and_the_server_keeps_serving(small_serve
     assert small_server.healthy()
 
 
-def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones(small_server):
-    held, rest = _start_held_request(small_server)
+def test_sigterm_finishes_in_flight_requests_and_refuses_new_ones(sigterm_server):
+    held, rest = _start_held_request(sigterm_server)
     time.sleep(0.3)  # let the server start reading it
-    small_server.process.send_signal(signal.SIGTERM)
+    sigterm_server.process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + 10
-    while small_server.client.get('/readyz').status_code != 503:  # the handler runs between bytecodes
+    while sigterm_server.client.get('/readyz').status_code != 503:  # the handler runs between bytecodes
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    assert_json_error(small_server.client.get('/readyz'), 503, 'shutting_down')
-    refused = small_server.client.post('/v1/colorize', files={'image': ('p.png', encoded(photo()))})
+    assert_json_error(sigterm_server.client.get('/readyz'), 503, 'shutting_down')
+    refused = sigterm_server.client.post('/v1/colorize', files={'image': ('p.png', encoded(photo()))})
     assert_json_error(refused, 503, 'shutting_down')
-    assert small_server.process.poll() is None  # still waiting for the held request
+    assert sigterm_server.process.poll() is None  # still waiting for the held request
     held.sendall(rest)
     status, body = _read_http_response(held)
     held.close()
     assert status == 200 and Image.open(io.BytesIO(body)).size == (160, 120)
-    assert small_server.process.wait(15) in (0, -signal.SIGTERM)
-    assert 'Traceback' not in small_server.log.read_text()
+    assert sigterm_server.process.wait(15) in (0, -signal.SIGTERM)
+    assert 'Traceback' not in sigterm_server.log.read_text()

@@ -30,8 +30,8 @@ def test_timm_model_tests_pass():
     root = _timm_tests_dir()
     env = dict(os.environ, TORCH_BACKEND='splitbrain_hub', HF_HUB_OFFLINE='1')
     result = subprocess.run(
-        [sys.executable, '-m', 'pytest', 'tests/test_models.py', '-q', '-p', 'no:cacheprovider', '-p', 'no:warnings', '--tb=short', '-rA',
-         '-k', 'splitbrain or alexnet_lab'],
+        [sys.executable, '-m', 'pytest', 'tests/test_models.py', '-q', '-p', 'no:cacheprovider', '-p', 'no:warnings',
+         '--tb=short', '-rA', '-k', 'splitbrain or alexnet_lab'],
         cwd=root, env=env, capture_output=True, text=True, timeout=600)
     report = result.stdout[-6000:] + result.stderr[-2000:]
     assert result.returncode == 0, report

@@ -9,39 +9,33 @@ import tarfile
 import time
 from pathlib import Path
 
-from huggingface_hub import ModelCard
 import pytest
 import timm
 import torch
 import torch.nn.functional as F
+from huggingface_hub import ModelCard
 from PIL import Image
 
 import splitbrain_hub  # noqa: F401
-import splitbrain_hub.models.splitbrain_alexnet as sbalexnet
 from splitbrain_hub.color import rgb_to_lab
 from splitbrain_hub.errors import InputError
+from splitbrain_hub.models.splitbrain_alexnet import ALEXNET_LAYERS
 from splitbrain_hub.quantize import ab_bin_count
 from splitbrain_hub.weights import load_safetensors, sha256_of
+from training.config import parse_args
 from training.data import BatchStream, build_index, make_loader
+from training.export import main as export_main
+from training.export import parse_export_args
 from training.objectives import OBJECTIVES, Objective, get_objective
-from training.train import CHECKPOINT, main, parse_args
+from training.train import CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[1]
 SHARD = REPO.parent / 'shared' / 'datasets' / 'tiny-imagenet' / 'train-000000.tar'
-# The real AlexNet has 30-60 M parameters: too slow for a test on a shared CPU. The same code with every
-# width divided by 8 (kernels, strides, grid unchanged) keeps each tiny run under a second.
-TINY_CONVS = tuple((name, chs // 8, *rest) for name, chs, *rest in sbalexnet.ALEXNET_CONVS)
-TINY_FCS = tuple((name, chs // 64, *rest) for name, chs, *rest in sbalexnet.ALEXNET_FCS)
-# Run the trainer in a subprocess with tiny widths: python -c TINY_MAIN --key=value ...
-TINY_MAIN = ('import sys, splitbrain_hub.models.splitbrain_alexnet as m; '
-             f'm.ALEXNET_CONVS = {TINY_CONVS!r}; m.ALEXNET_FCS = {TINY_FCS!r}; '
-             'from training.train import main; main(sys.argv[1:])')
-
-
-@pytest.fixture(autouse=True)
-def tiny_alexnet(monkeypatch):
-    monkeypatch.setattr(sbalexnet, 'ALEXNET_CONVS', TINY_CONVS)
-    monkeypatch.setattr(sbalexnet, 'ALEXNET_FCS', TINY_FCS)
+# The real AlexNet has 30-60 M parameters: too slow for a test on a shared CPU. Another layer table, every
+# width divided by 8 (kernels, strides, grid unchanged), keeps each tiny run under a second.
+TINY_LAYERS = {'convs': [[name, chs // 8, *rest] for name, chs, *rest in ALEXNET_LAYERS['convs']],
+               'fcs': [[name, chs // 64, *rest] for name, chs, *rest in ALEXNET_LAYERS['fcs']]}
+TINY = f'--layers={json.dumps(TINY_LAYERS)}'
 
 
 def smooth_images(n: int, size: int, seed: int = 0) -> torch.Tensor:
@@ -66,7 +60,7 @@ def image_folder(tmp_path_factory) -> Path:
 def test_each_objective_learns_a_fixed_batch(name):
     torch.manual_seed(0)
     spec = get_objective(name)
-    model = timm.create_model(spec.architecture, **spec.model_kwargs())
+    model = timm.create_model(spec.architecture, **spec.model_kwargs(), layers=TINY_LAYERS)
     objective = Objective(model, spec, ab_prior=torch.rand(ab_bin_count()) + 0.1)
     lab = rgb_to_lab(smooth_images(4, 96))
     labels, colour = torch.tensor([0, 1, 2, 3]), torch.ones(4, dtype=torch.bool)
@@ -87,7 +81,7 @@ def test_each_objective_learns_a_fixed_batch(name):
 
 def test_greyscale_photos_weigh_nothing_in_colour_terms():
     spec = get_objective('split_brain_cl')
-    objective = Objective(timm.create_model(spec.architecture, **spec.model_kwargs()), spec)
+    objective = Objective(timm.create_model(spec.architecture, **spec.model_kwargs(), layers=TINY_LAYERS), spec)
     lab = rgb_to_lab(smooth_images(2, 96))
     labels = torch.zeros(2, dtype=torch.long)
     _, both = objective(lab, labels, torch.tensor([True, False]))
@@ -131,7 +125,7 @@ def test_batch_stream_is_the_same_for_any_workers_start_and_rank(image_folder):
 
 
 def _train_command(out_dir: Path, data: Path, steps: int, *extra: str):
-    return [sys.executable, '-c', TINY_MAIN, f'--out_dir={out_dir}', f'--data={data}',
+    return [sys.executable, '-m', 'training.train', f'--out_dir={out_dir}', f'--data={data}', TINY,
             f'--max_steps={steps}', '--batch_size=4', '--input_size=96', '--num_workers=0', '--threads=1',
             '--prior_images=8', '--checkpoint_every=2', '--log_every=1', '--warmup_steps=2',
             '--progress=false', *extra]
@@ -184,7 +178,7 @@ def test_resume_after_sigkill_matches_an_uninterrupted_run(resumed_runs):
 
 def test_export_round_trip_through_timm(resumed_runs, tmp_path):
     whole, _, _ = resumed_runs
-    main([f'--out_dir={whole}', f'--export={tmp_path}'])
+    export_main([f'--out_dir={whole}', f'--export_dir={tmp_path}'])
     weights = tmp_path / 'model.safetensors'
     config = json.loads((tmp_path / 'config.json').read_text())
     assert config['training']['step'] == RESUME_STEPS and config['pretrained_cfg']['input_size'] == [3, 96, 96]
@@ -192,13 +186,14 @@ def test_export_round_trip_through_timm(resumed_runs, tmp_path):
     assert readme.startswith((REPO / 'MODEL_CARD.md').read_text()), 'the export README is the model card...'
     assert f'sha256 `{sha256_of(weights)}`' in readme, '...followed by the figures of this run'
     assert ModelCard.load(tmp_path / 'README.md').data.to_dict() == ModelCard.load(REPO / 'MODEL_CARD.md').data.to_dict()
-    model = timm.create_model('splitbrain_alexnet', pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)))
+    model = timm.create_model('splitbrain_alexnet', pretrained=True, pretrained_cfg_overlay=dict(file=str(weights)),
+                              layers=TINY_LAYERS)
     trained = torch.load(whole / CHECKPOINT, weights_only=True)['model']
     for key, value in model.state_dict().items():
         torch.testing.assert_close(value, trained[key].half().float(), rtol=0, atol=0)
     model.eval()
     x = smooth_images(1, 96)
-    reference = timm.create_model('splitbrain_alexnet')
+    reference = timm.create_model('splitbrain_alexnet', layers=TINY_LAYERS)
     reference.load_state_dict(trained)
     reference.eval()
     with torch.no_grad():
@@ -208,12 +203,12 @@ def test_export_round_trip_through_timm(resumed_runs, tmp_path):
 
 
 def test_push_to_hub_then_load_by_hf_hub_id(resumed_runs, tmp_path, fake_hub, hf_env):
-    """--export --push_to_hub through huggingface_hub to a loopback Hub, then timm loads it by hf_hub_id."""
+    """training.export --push_to_hub through huggingface_hub to a loopback Hub, then timm loads it by hf_hub_id."""
     whole, _, _ = resumed_runs
     export_dir = tmp_path / 'export'
     env = dict(os.environ, PYTHONPATH=str(REPO), HF_ENDPOINT=fake_hub.url, HF_TOKEN='hf_token_for_a_fake_hub',
                HF_HOME=str(tmp_path / 'hf-home-of-the-pusher'))
-    push = subprocess.run([sys.executable, '-c', TINY_MAIN, f'--out_dir={whole}', f'--export={export_dir}',
+    push = subprocess.run([sys.executable, '-m', 'training.export', f'--out_dir={whole}', f'--export_dir={export_dir}',
                            '--push_to_hub=someone/splitbrain-tiny'], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=300)
     assert push.returncode == 0, push.stderr
@@ -225,7 +220,7 @@ def test_push_to_hub_then_load_by_hf_hub_id(resumed_runs, tmp_path, fake_hub, hf
 
     hf_env(HF_ENDPOINT=fake_hub.url)
     model = timm.create_model('splitbrain_alexnet', pretrained=True,
-                              pretrained_cfg_overlay=dict(hf_hub_id='someone/splitbrain-tiny'))
+                              pretrained_cfg_overlay=dict(hf_hub_id='someone/splitbrain-tiny'), layers=TINY_LAYERS)
     assert Path(model.pretrained_cfg['file']).is_relative_to(tmp_path / 'hf-home' / 'hub')
     exported = load_safetensors(export_dir / 'model.safetensors')
     for key, value in model.state_dict().items():
@@ -234,7 +229,7 @@ def test_push_to_hub_then_load_by_hf_hub_id(resumed_runs, tmp_path, fake_hub, hf
 
 def test_push_to_hub_needs_a_repo_id():
     with pytest.raises(InputError, match=r"--push_to_hub: expected a Hub repo id 'owner/name', got 'a/b/c'"):
-        parse_args(['--push_to_hub=a/b/c'])
+        parse_export_args(['--out_dir=run', '--push_to_hub=a/b/c'])
 
 
 @pytest.mark.skipif(not SHARD.is_file(), reason=f'shared Tiny ImageNet shard not found at {SHARD}')

@@ -9,8 +9,7 @@ import pytest
 import timm
 import torch
 
-from splitbrain_hub import WeightsError, load_pretrained, save_pretrained
-from splitbrain_hub import weights
+from splitbrain_hub import WeightsError, load_pretrained, save_pretrained, weights
 
 HUB_ID = 'splitbrain-hub/splitbrain_alexnet.tinyimagenet_128'
 
@@ -223,7 +222,7 @@ def test_corrupt_file(tmp_path):
 def test_mismatch_names_the_keys(tmp_path):
     unsplit = timm.create_model('alexnet_lab', pretext={'lab': 'lab_reg'})
     path = save_pretrained(unsplit, tmp_path)
-    with pytest.raises(WeightsError, match=r"missing \[.*l_half.*unexpected \[.*branches\.lab"):
+    with pytest.raises(WeightsError, match=r'missing \[.*l_half.*unexpected \[.*branches\.lab'):
         timm.create_model('splitbrain_alexnet', pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
 
 

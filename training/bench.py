@@ -17,15 +17,17 @@ does not limit the step). Any ``Config`` key is accepted as ``--key=value`` (see
 import dataclasses
 import sys
 import time
-from typing import Callable, Dict
+from collections.abc import Callable
 
 import torch
 
 from splitbrain_hub.precision import autocast_dtype, precision_name
 from splitbrain_hub.quantize import ab_bin_count
+from training.ab_prior import load_ab_prior
+from training.config import Config, build_model, parse_args
 from training.data import BatchStream, build_index, make_loader
 from training.objectives import Objective, get_objective
-from training.train import Config, build_model, load_ab_prior, make_optimizer, parse_args, training_step
+from training.train import make_optimizer, training_step
 
 FP32 = dict(amp='off', channels_last=False, fused_adam=False)
 
@@ -68,7 +70,7 @@ def main(argv=None) -> None:
                          (config.crop_scale_min, 1.0), config.seed)
     loader = iter(make_loader(stream, config.num_workers, pin_memory=device.type == 'cuda'))
     in_memory = next(loader)[1:]
-    modes: Dict[str, Callable[[], None]] = {
+    modes: dict[str, Callable[[], None]] = {
         'fp32': lambda: fp32_step(*in_memory),
         'default': lambda: default_step(*in_memory),
         'default, real data': lambda: default_step(*next(loader)[1:]),

@@ -19,9 +19,9 @@ import io
 import math
 import os
 import tarfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ class Sample:
     label: int
 
 
-def _tar_samples(path: str) -> List[Sample]:
+def _tar_samples(path: str) -> list[Sample]:
     """Pairs ``<key>.<image>`` + ``<key>.cls`` of one shard, in tar order; the label is read here (tiny)."""
     images, labels = {}, {}
     with tarfile.open(path, 'r:') as tar:
@@ -59,7 +59,7 @@ def _tar_samples(path: str) -> List[Sample]:
     return [Sample(path, offset, size, labels.get(key, -1)) for key, (offset, size) in images.items()]
 
 
-def _folder_samples(root: str) -> List[Sample]:
+def _folder_samples(root: str) -> list[Sample]:
     """``root/<class>/.../<image>``: label = index of ``<class>`` among the sorted sub-folders."""
     classes = sorted(entry.name for entry in os.scandir(root) if entry.is_dir())
     samples = []
@@ -70,7 +70,7 @@ def _folder_samples(root: str) -> List[Sample]:
     return samples
 
 
-def build_index(data: str) -> List[Sample]:
+def build_index(data: str) -> list[Sample]:
     """``data``: a folder of class sub-folders, or comma-separated tar paths / glob patterns."""
     if os.path.isdir(data):
         samples = _folder_samples(data)
@@ -98,8 +98,8 @@ def is_greyscale(image: Image.Image) -> bool:
     return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
 
 
-def random_resized_crop(image: Image.Image, size: int, scale: Tuple[float, float], generator: torch.Generator,
-                        ratio: Tuple[float, float] = (3 / 4, 4 / 3)) -> Image.Image:
+def random_resized_crop(image: Image.Image, size: int, scale: tuple[float, float], generator: torch.Generator,
+                        ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> Image.Image:
     """Inception-style crop (area fraction in ``scale``, aspect in ``ratio``) resized to size x size, then a
     random horizontal flip; all randomness from ``generator``."""
     width, height = image.size
@@ -113,7 +113,7 @@ def random_resized_crop(image: Image.Image, size: int, scale: Tuple[float, float
     return crop.transpose(Image.FLIP_LEFT_RIGHT) if u[4] < 0.5 else crop
 
 
-def decode(sample: Sample, size: int, scale: Tuple[float, float], generator: torch.Generator):
+def decode(sample: Sample, size: int, scale: tuple[float, float], generator: torch.Generator):
     image = Image.open(io.BytesIO(read_bytes(sample)))
     image.draft('RGB', (size, size))  # JPEG: decode no larger than needed
     grey = is_greyscale(image)
@@ -127,7 +127,7 @@ class BatchStream(torch.utils.data.IterableDataset):
     Each item: ``(batch number, images uint8 (B, 3, S, S), labels int64 (B,), colour bool (B,))``.
     """
 
-    def __init__(self, samples: Sequence[Sample], batch_size: int, input_size: int, scale: Tuple[float, float],
+    def __init__(self, samples: Sequence[Sample], batch_size: int, input_size: int, scale: tuple[float, float],
                  seed: int, start_batch: int = 0, rank: int = 0, world_size: int = 1) -> None:
         super().__init__()
         if len(samples) < batch_size * world_size:

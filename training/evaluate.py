@@ -31,27 +31,34 @@ import os
 import sys
 import tarfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+import timm
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save, save_file
 from tqdm import tqdm
 
-import timm
 import splitbrain_hub  # noqa: F401  (registers the models in timm)
 from splitbrain_hub.color import lab_to_rgb, rgb_to_lab
 from splitbrain_hub.errors import InputError
+from splitbrain_hub.files import atomic_write
 from splitbrain_hub.inference import DEFAULT_TEMPERATURE, colorize
 from splitbrain_hub.models.splitbrain_alexnet import PRETEXT_TARGETS, REGRESSION_SCALE
 from splitbrain_hub.precision import AMP_SETTINGS, autocast, autocast_dtype, precision_name
-from splitbrain_hub.quantize import AB_GRID_SIZE, ab_bin_centers, annealed_mean_from_logits, hard_encode, rebalance_weights
+from splitbrain_hub.quantize import (
+    AB_GRID_SIZE,
+    ab_bin_centers,
+    annealed_mean_from_logits,
+    hard_encode,
+    rebalance_weights,
+)
 from splitbrain_hub.upsample import UPSAMPLERS, Bilinear, GuidedFilter
-from splitbrain_hub.weights import WEIGHTS_NAME, atomic_write, load_pretrained, sha256_of
+from splitbrain_hub.weights import WEIGHTS_NAME, load_pretrained, sha256_of, weights_file
 
 REPO = Path(__file__).resolve().parents[1]
 DATASET = REPO.parent / 'shared' / 'datasets' / 'tiny-imagenet'
@@ -77,7 +84,7 @@ IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 # --- data -----------------------------------------------------------------------------------------
 
-def read_split(root: Path, split: str, per_class: Optional[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+def read_split(root: Path, split: str, per_class: int | None) -> tuple[torch.Tensor, torch.Tensor]:
     """The first ``per_class`` images of every class of a split (all if None), in shard order.
 
     Returns uint8 images (N, 3, 64, 64) and int64 labels (N,). Shards are class-balanced and shuffled, so a
@@ -113,7 +120,7 @@ def to_input(images: torch.Tensor, input_size: int) -> torch.Tensor:
     return x
 
 
-def read_folder(root: Path) -> List[Tuple[str, torch.Tensor]]:
+def read_folder(root: Path) -> list[tuple[str, torch.Tensor]]:
     """Every photo directly in ``root`` (by name): (file name, uint8 RGB (3, H, W)) at its own size."""
     files = sorted(p for p in Path(root).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
@@ -132,7 +139,7 @@ class LoadedModel:
     source: str
 
 
-def load_model(weights: str, name: Optional[str] = None, seed: int = 0) -> LoadedModel:
+def load_frozen_model(weights: str, name: str | None = None, seed: int = 0) -> LoadedModel:
     """A frozen model in eval mode from ``gaussian``, a ``.safetensors`` file or a save_pretrained folder."""
     if weights == 'gaussian':
         torch.manual_seed(seed)
@@ -141,26 +148,25 @@ def load_model(weights: str, name: Optional[str] = None, seed: int = 0) -> Loade
         digest = hashlib.sha256(save(state)).hexdigest()
         return LoadedModel(name or f'gaussian_seed{seed}', model.eval().requires_grad_(False), digest,
                            f'alexnet_lab random init, torch.manual_seed({seed})')
-    path = Path(weights)
-    file = path / WEIGHTS_NAME if path.is_dir() else path
+    file = weights_file(weights)
     if not file.is_file():
         raise InputError(f'--weights: expected "gaussian", a .safetensors file or a folder with {WEIGHTS_NAME}, '
                          f'got {weights!r}')
     model = load_pretrained(file)  # a bare file is the released split-brain recipe, as the shipped weights
-    default_name = file.parent.name if path.is_dir() else file.stem
+    default_name = file.parent.name if Path(weights).is_dir() else file.stem
     return LoadedModel(name or default_name, model.eval().requires_grad_(False), sha256_of(file), str(file))
 
 
 # --- linear probe ---------------------------------------------------------------------------------
 
 def probe_features(model: torch.nn.Module, images: torch.Tensor, input_size: int,
-                   amp_dtype: Optional[torch.dtype] = None, batch_size: int = 100,
-                   desc: str = 'features') -> Dict[str, torch.Tensor]:
+                   amp_dtype: torch.dtype | None = None, batch_size: int = 100,
+                   desc: str = 'features') -> dict[str, torch.Tensor]:
     """conv1..conv5 after ReLU, bilinearly resized to ``PROBE_GRIDS`` and flattened, float16 (N, C*g*g).
 
     The network runs under autocast with ``amp_dtype`` (None: fp32); resizing is done in fp32.
     """
-    out: Dict[str, List[torch.Tensor]] = {layer: [] for layer in LAYERS}
+    out: dict[str, list[torch.Tensor]] = {layer: [] for layer in LAYERS}
     with torch.inference_mode():
         for start in tqdm(range(0, len(images), batch_size), desc=desc, unit='batch', leave=False):
             x = to_input(images[start:start + batch_size], input_size)
@@ -173,9 +179,9 @@ def probe_features(model: torch.nn.Module, images: torch.Tensor, input_size: int
     return {layer: torch.cat(parts) for layer, parts in out.items()}
 
 
-def cached_features(loaded: LoadedModel, root: Path, split: str, per_class: Optional[int], input_size: int,
-                    cache_dir: Path, amp_dtype: Optional[torch.dtype] = None
-                    ) -> Tuple[Dict[str, torch.Tensor], torch.Tensor]:
+def cached_features(loaded: LoadedModel, root: Path, split: str, per_class: int | None, input_size: int,
+                    cache_dir: Path, amp_dtype: torch.dtype | None = None
+                    ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """``probe_features`` of one split, read from the cache when an earlier run computed them."""
     count = 'all' if per_class is None else f'{per_class}pc'
     folder = cache_dir / 'probe_features' / loaded.sha256[:16]
@@ -249,9 +255,9 @@ def train_probe(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tenso
     return correct / len(val_x)
 
 
-def linear_probe(loaded: LoadedModel, root: Path = DATASET, train_per_class: Optional[int] = 50,
-                 val_per_class: Optional[int] = None, input_size: int = 128, layers: Sequence[str] = LAYERS,
-                 config: ProbeConfig = ProbeConfig(), cache_dir: Path = CACHE, amp: str = 'auto') -> List[Dict]:
+def linear_probe(loaded: LoadedModel, root: Path = DATASET, train_per_class: int | None = 50,
+                 val_per_class: int | None = None, input_size: int = 128, layers: Sequence[str] = LAYERS,
+                 config: ProbeConfig = ProbeConfig(), cache_dir: Path = CACHE, amp: str = 'auto') -> list[dict]:
     """Probe accuracy per layer of one model: a list of result records (one per layer).
 
     ``amp`` is the feature extraction's precision (see ``splitbrain_hub.precision``); the probe trains in fp32.
@@ -281,7 +287,7 @@ def linear_probe(loaded: LoadedModel, root: Path = DATASET, train_per_class: Opt
 
 # --- colorization metrics -------------------------------------------------------------------------
 
-def ab_error_auc(pred_ab: torch.Tensor, true_ab: torch.Tensor, weights: Optional[torch.Tensor] = None,
+def ab_error_auc(pred_ab: torch.Tensor, true_ab: torch.Tensor, weights: torch.Tensor | None = None,
                  max_threshold: float = AUC_MAX_THRESHOLD) -> float:
     """Area under the CDF of per-pixel ab errors over thresholds [0, max_threshold], normalised to [0, 1].
 
@@ -321,7 +327,7 @@ def ab_predictor(loaded: LoadedModel):
     half, target = next(iter(heads.items()))
     channels = PRETEXT_TARGETS[target].channels
 
-    def predict(lightness: torch.Tensor) -> Dict[Optional[float], torch.Tensor]:
+    def predict(lightness: torch.Tensor) -> dict[float | None, torch.Tensor]:
         # ab = 0 is what the trainer shows a network for hidden ab channels; the split-brain l_half never sees them.
         lab = torch.cat([lightness, torch.zeros_like(lightness).expand(-1, 2, -1, -1)], dim=1)
         # Only this half's fc tower runs: fc6/fc7 are most of the network's cost.
@@ -392,14 +398,14 @@ class ColorizationMetrics:
         s['chroma_pred'] += chroma(pred_ab).sum().item()
         s['chroma_true'] += chroma(true_ab).sum().item()
 
-    def result(self) -> Dict[str, float]:
+    def result(self) -> dict[str, float]:
         s = self.sums
         return dict(auc=round(s['area'] / s['pixels'], 5), auc_rebalanced=round(s['weighted_area'] / s['weight'], 5),
                     psnr_db=round(s['psnr'] / s['images'], 3), chroma_pred=round(s['chroma_pred'] / s['pixels'], 3),
                     chroma_true=round(s['chroma_true'] / s['pixels'], 3))
 
 
-def train_mean_ab(root: Path, train_per_class: Optional[int]) -> torch.Tensor:
+def train_mean_ab(root: Path, train_per_class: int | None) -> torch.Tensor:
     """Mean (a, b) over the pixels of the colour photos of the train split: the "mean ab" baseline, float64 (2,)."""
     train_images, _ = read_split(root, 'train', train_per_class)
     train_images = train_images[colour_mask(train_images)]
@@ -416,8 +422,8 @@ def rebalancing(bins: torch.Tensor) -> torch.Tensor:
     return rebalance_weights(histogram, centers, REBALANCE_SIGMA, REBALANCE_LAMBDA)
 
 
-def colorization(models: Sequence[LoadedModel], root: Path = DATASET, val_per_class: Optional[int] = None,
-                 train_per_class: Optional[int] = 50, input_size: int = 128, batch_size: int = 100) -> List[Dict]:
+def colorization(models: Sequence[LoadedModel], root: Path = DATASET, val_per_class: int | None = None,
+                 train_per_class: int | None = 50, input_size: int = 128, batch_size: int = 100) -> list[dict]:
     """Colorization metrics on the colour val photos for each model (all its temperatures) and both baselines."""
     images, _ = read_split(root, 'val', val_per_class)
     keep = colour_mask(images)
@@ -428,7 +434,7 @@ def colorization(models: Sequence[LoadedModel], root: Path = DATASET, val_per_cl
                       for start in range(0, len(images), 1000)])
     bin_weights = rebalancing(bins)
 
-    metrics: Dict[Tuple[str, Optional[float]], ColorizationMetrics] = {}
+    metrics: dict[tuple[str, float | None], ColorizationMetrics] = {}
     predictors = {m.name: ab_predictor(m) for m in models}
     with torch.inference_mode():
         for start in tqdm(range(0, len(images), batch_size), desc='colorization', unit='batch'):
@@ -451,7 +457,7 @@ def colorization(models: Sequence[LoadedModel], root: Path = DATASET, val_per_cl
             for (name, temperature), m in metrics.items()]
 
 
-def parse_upsample(spec: str) -> Tuple[str, object]:
+def parse_upsample(spec: str) -> tuple[str, object]:
     """``bilinear``, ``guided`` or ``guided:radius=R,eps=E`` -> (a label for the tables, the upsampler)."""
     name, _, params = spec.partition(':')
     if name not in UPSAMPLERS or (params and name != 'guided'):
@@ -471,7 +477,7 @@ def parse_upsample(spec: str) -> Tuple[str, object]:
     return f'guided r={upsampler.radius} eps={upsampler.eps:g}', upsampler
 
 
-def _temperatures(loaded: LoadedModel) -> Tuple[Optional[float], ...]:
+def _temperatures(loaded: LoadedModel) -> tuple[float | None, ...]:
     """The annealed-mean temperatures a model is measured at: all of ``TEMPERATURES`` for a classification
     head, None (not used) for a regression head."""
     targets = loaded.model.pretext_targets.values()
@@ -484,8 +490,8 @@ def _as_8bit(rgb: torch.Tensor) -> torch.Tensor:
 
 
 def full_resolution_colorization(models: Sequence[LoadedModel], folder: Path, upsamplers: Sequence[str],
-                                 train_root: Path = DATASET, train_per_class: Optional[int] = 50,
-                                 input_size: Optional[int] = None, amp: str = 'auto') -> List[Dict]:
+                                 train_root: Path = DATASET, train_per_class: int | None = 50,
+                                 input_size: int | None = None, amp: str = 'auto') -> list[dict]:
     """Colorization metrics on the colour photos of ``folder`` at their own resolution.
 
     Each model row is ``splitbrain_hub.colorize`` at ``temperature`` with each upsampler (``parse_upsample``
@@ -503,7 +509,7 @@ def full_resolution_colorization(models: Sequence[LoadedModel], folder: Path, up
     mean_ab = train_mean_ab(train_root, train_per_class)
     parsed = [parse_upsample(spec) for spec in upsamplers]
 
-    metrics: Dict[Tuple[str, Optional[float], Optional[str]], ColorizationMetrics] = {}
+    metrics: dict[tuple[str, float | None, str | None], ColorizationMetrics] = {}
 
     def measure(key, predictions: Sequence[torch.Tensor]) -> None:
         m = metrics.setdefault(key, ColorizationMetrics())
@@ -516,8 +522,8 @@ def full_resolution_colorization(models: Sequence[LoadedModel], folder: Path, up
                 lab[:, 1:])], dim=1), clip=True)) for lab in labs])
     jobs = [(m, t, label, u) for m in models for t in _temperatures(m) for label, u in parsed]
     for loaded, temperature, label, upsampler in tqdm(jobs, desc='colorization', unit='row'):
-        outputs = colorize(images, model=loaded.model, temperature=DEFAULT_TEMPERATURE if temperature is None else temperature, size=input_size,
-                           amp=amp, upsample=upsampler)
+        outputs = colorize(images, model=loaded.model, size=input_size, amp=amp, upsample=upsampler,
+                           temperature=DEFAULT_TEMPERATURE if temperature is None else temperature)
         measure((loaded.name, temperature, label), [out[None].float() / 255 for out in outputs])
 
     shas = {m.name: m.sha256 for m in models}
@@ -531,7 +537,7 @@ def full_resolution_colorization(models: Sequence[LoadedModel], folder: Path, up
             for (name, temperature, upsample), m in metrics.items()]
 
 
-def full_resolution_markdown(results: Sequence[Dict]) -> str:
+def full_resolution_markdown(results: Sequence[dict]) -> str:
     """The full-resolution results as a Markdown table, one line per model, temperature and upsampler."""
     first = results[0]
     lines = [
@@ -558,7 +564,7 @@ def full_resolution_markdown(results: Sequence[Dict]) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def colorization_markdown(results: Sequence[Dict]) -> str:
+def colorization_markdown(results: Sequence[dict]) -> str:
     """The colorization results as a Markdown table, one line per model and temperature."""
     first = results[0]
     lines = [
@@ -583,7 +589,7 @@ def colorization_markdown(results: Sequence[Dict]) -> str:
 
 # --- command line ---------------------------------------------------------------------------------
 
-def _per_class(value: str) -> Optional[int]:
+def _per_class(value: str) -> int | None:
     if value == 'all':
         return None
     if not value.isdigit() or int(value) < 1:
@@ -591,7 +597,7 @@ def _per_class(value: str) -> Optional[int]:
     return int(value)
 
 
-def _named(spec: str) -> Tuple[Optional[str], str]:
+def _named(spec: str) -> tuple[str | None, str]:
     """``name=path`` or ``path``."""
     name, sep, path = spec.partition('=')
     return (name, path) if sep else (None, spec)
@@ -602,7 +608,7 @@ def write_json(data, path: Path) -> None:
     atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1) + '\n'))
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     commands = parser.add_subparsers(dest='command', required=True)
     common = argparse.ArgumentParser(add_help=False)
@@ -639,7 +645,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     folder = args.command == 'colorization' and not any(Path(args.data).glob('val-*.tar'))
     input_size = args.input_size or (None if folder else 128)
 
-    models = [load_model(path, name, args.seed) for name, path in map(_named, args.weights)]
+    models = [load_frozen_model(path, name, args.seed) for name, path in map(_named, args.weights)]
     start = time.perf_counter()
     if args.command == 'linear-probe':
         config = ProbeConfig(epochs=args.epochs, seed=args.probe_seed)

@@ -20,7 +20,6 @@ Greyscale photos carry no colour signal, so they weigh 0 in every Lab term (a gr
 scene would teach "ab = 0"; its "ab" input is empty); only the supervised term uses them.
 """
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
 
 import torch
 import torch.nn as nn
@@ -33,7 +32,7 @@ from splitbrain_hub.quantize import ab_bin_centers, hard_encode, l_bin_centers, 
 LAB = (0, 1, 2)
 L_ONLY = (0,)
 AB_ONLY = (1, 2)
-TARGET_CHANNELS: Dict[str, Tuple[int, ...]] = {'l': L_ONLY, 'ab': AB_ONLY, 'lab': LAB}
+TARGET_CHANNELS: dict[str, tuple[int, ...]] = {'l': L_ONLY, 'ab': AB_ONLY, 'lab': LAB}
 
 
 @dataclass(frozen=True)
@@ -42,7 +41,7 @@ class LossTerm:
     head: str                       # pretext head (a half's name), or 'classifier' for the labels
     target: str                     # 'l', 'ab', 'lab' (Lab channels) or 'class'
     loss: str                       # 'cl' (cross-entropy over bins), 'reg' (l2) or 'class'
-    visible: Tuple[int, ...] = LAB  # Lab channels the network sees; the others are hidden
+    visible: tuple[int, ...] = LAB  # Lab channels the network sees; the others are hidden
     input_drop: float = 0.0         # probability of hiding each input value (denoising autoencoder)
     weight: float = 1.0
 
@@ -51,13 +50,13 @@ class LossTerm:
 class ObjectiveSpec:
     name: str
     architecture: str                     # timm model name
-    halves: Dict[str, List[int]]
-    pretext: Dict[str, str]               # half -> PRETEXT_TARGETS name
-    terms: Tuple[LossTerm, ...]
+    halves: dict[str, list[int]]
+    pretext: dict[str, str]               # half -> PRETEXT_TARGETS name
+    terms: tuple[LossTerm, ...]
     num_classes: int = 0
     description: str = ''
 
-    def model_kwargs(self) -> Dict:
+    def model_kwargs(self) -> dict:
         return dict(halves=self.halves, pretext=self.pretext, num_classes=self.num_classes)
 
     @property
@@ -77,7 +76,7 @@ def _spec(name, architecture, halves, pretext, *terms, num_classes=0, descriptio
 
 
 # Table 2, in the paper's order, plus the supervised upper bound ("ImageNet-labels").
-OBJECTIVES: Dict[str, ObjectiveSpec] = dict([
+OBJECTIVES: dict[str, ObjectiveSpec] = dict([
     _spec('lab_to_lab', 'alexnet_lab', WHOLE, {'lab': 'lab_reg'},
           LossTerm('lab', 'lab', 'reg'), description='Lab->Lab: autoencoder, l2'),
     _spec('lab_drop50_to_lab', 'alexnet_lab', WHOLE, {'lab': 'lab_reg'},
@@ -111,7 +110,7 @@ OBJECTIVES: Dict[str, ObjectiveSpec] = dict([
           description='Split-Brain Auto (reg,reg)'),
     _spec('split_brain_cl', 'splitbrain_alexnet', SPLIT, {'l_half': 'ab_cl', 'ab_half': 'l_cl'},
           LossTerm('l_half', 'ab', 'cl'), LossTerm('ab_half', 'l', 'cl'),
-          description='Split-Brain Auto (cl,cl): the paper\'s full method (default)'),
+          description="Split-Brain Auto (cl,cl): the paper's full method (default)"),
     _spec('supervised', 'alexnet_lab', WHOLE, {},
           LossTerm('classifier', 'class', 'class'), num_classes=200,
           description='ImageNet-labels row: the unsplit network trained on the class labels'),
@@ -125,7 +124,7 @@ def get_objective(name: str) -> ObjectiveSpec:
     return OBJECTIVES[name]
 
 
-def downsample(lab: torch.Tensor, size: Tuple[int, int]) -> torch.Tensor:
+def downsample(lab: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Lab (N, 3, H, W) -> the head grid by area averaging: each cell is the mean of the pixels it covers."""
     return F.adaptive_avg_pool2d(lab, size)
 
@@ -138,7 +137,7 @@ class Objective(nn.Module):
     """
 
     def __init__(self, model: nn.Module, spec: ObjectiveSpec, soft: bool = True,
-                 ab_prior: Optional[torch.Tensor] = None, rebalance_lambda: float = 0.5,
+                 ab_prior: torch.Tensor | None = None, rebalance_lambda: float = 0.5,
                  rebalance_sigma: float = 5.0) -> None:
         super().__init__()
         self.model = model
@@ -157,7 +156,7 @@ class Objective(nn.Module):
         data_lab = model.data_lab
         self.register_buffer('hidden_value', (-data_lab.bias / data_lab.weight.flatten()).reshape(1, 3, 1, 1),
                              persistent=False)
-        groups: Dict[Tuple, List[LossTerm]] = {}
+        groups: dict[tuple, list[LossTerm]] = {}
         for term in spec.terms:
             groups.setdefault((term.visible, term.input_drop), []).append(term)
         self.groups = list(groups.items())
@@ -179,7 +178,7 @@ class Objective(nn.Module):
             raise InputError(f'{spec.name}: reg term on {term.target}: expected a regression head covering '
                              f'channels {channels}, got {spec.pretext[term.head]}')
 
-    def _hide(self, lab: torch.Tensor, visible: Tuple[int, ...], input_drop: float) -> torch.Tensor:
+    def _hide(self, lab: torch.Tensor, visible: tuple[int, ...], input_drop: float) -> torch.Tensor:
         if visible == LAB and input_drop == 0:
             return lab
         keep = torch.zeros(1, 3, 1, 1, dtype=torch.bool, device=lab.device)
@@ -212,7 +211,7 @@ class Objective(nn.Module):
     def forward(self, lab: torch.Tensor, labels: torch.Tensor, colour: torch.Tensor):
         """lab: raw Lab (N, 3, H, W) float32; labels (N,) int64; colour (N,) bool (False: greyscale photo)."""
         colour_weight = colour.float()
-        losses: Dict[str, torch.Tensor] = {}
+        losses: dict[str, torch.Tensor] = {}
         for (visible, input_drop), terms in self.groups:
             if terms[0].loss == 'class':  # the supervised row: the classifier on the whole Lab image
                 logits = self.model.forward_head(self.model.features(self.model.data_lab.normalize(lab)))

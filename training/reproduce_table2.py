@@ -7,7 +7,7 @@
 
 Each row is trained by ``training/train.py`` (``--objective=<row>``) for the same number of images seen
 (``--budget-images``, rounded up to whole batches), on the same train shards, at the same input size, into
-``~/.cache/splitbrain_hub/runs/table2/<row>_b<budget>_s<seed>/`` (outside the checkout: see ``train.RUNS_DIR``);
+``~/.cache/splitbrain_hub/runs/table2/<row>_b<budget>_s<seed>/`` (outside the checkout: see ``config.RUNS_DIR``);
 a killed run is resumed, a finished one (its ``export/`` says it
 reached the last step) is skipped. The "Gaussian" row is the untrained network at its seed's initialisation.
 Every model is probed with ``evaluate.linear_probe`` (same protocol for all rows: never tuned per row);
@@ -22,17 +22,26 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from splitbrain_hub.precision import AMP_SETTINGS  # noqa: E402
+from splitbrain_hub.weights import CONFIG_NAME, weights_file  # noqa: E402
+from training.config import RUNS_DIR  # noqa: E402
 from training.evaluate import (  # noqa: E402
-    CACHE, DATASET, LAYERS, PROBE_GRIDS, REPO, ProbeConfig, linear_probe, load_model, write_json,
+    CACHE,
+    DATASET,
+    LAYERS,
+    PROBE_GRIDS,
+    REPO,
+    ProbeConfig,
+    linear_probe,
+    load_frozen_model,
+    write_json,
 )
-from training.train import RUNS_DIR  # noqa: E402
 
 RESULTS = REPO / 'results'
 RUNS = RUNS_DIR / 'table2'
@@ -46,14 +55,14 @@ DEFAULT_BATCH = 64
 class Row:
     key: str              # the trainer's objective name ('gaussian': no training)
     label: str            # as the paper's Table 2 writes it
-    paper: Tuple[float, ...]  # the paper's top-1 (%) conv1..conv5, ImageNet, Table 2
+    paper: tuple[float, ...]  # the paper's top-1 (%) conv1..conv5, ImageNet, Table 2
     weights: str = ''     # a fixed weights file (relative to the repo) instead of a training run
-    seeds: Tuple[int, ...] = (0,)  # training (and Gaussian init) seeds; two where the table shows a spread
-    images: Optional[int] = None   # images seen by fixed weights, from their model card (no config.json beside them)
+    seeds: tuple[int, ...] = (0,)  # training (and Gaussian init) seeds; two where the table shows a spread
+    images: int | None = None   # images seen by fixed weights, from their model card (no config.json beside them)
 
 
 # The paper's Table 2 (ImageNet, 1000 classes), in its order; the supervised row is "ImageNet-labels".
-ROWS: Tuple[Row, ...] = (
+ROWS: tuple[Row, ...] = (
     Row('supervised', 'ImageNet-labels (here: Tiny ImageNet labels)', (19.3, 36.3, 44.2, 48.3, 50.5)),
     Row('gaussian', 'Gaussian', (11.6, 17.1, 16.9, 16.3, 14.1), seeds=(0, 1)),
     Row('lab_to_lab', 'Lab→Lab', (12.9, 20.1, 18.5, 15.1, 11.5)),
@@ -98,44 +107,43 @@ def train(row: str, budget_images: int, seed: int, batch_size: int, extra: Seque
             command.append('--resume')
         print('$', ' '.join(command), flush=True)
         subprocess.run(command, cwd=REPO, check=True)
-        subprocess.run([sys.executable, '-m', 'training.train', f'--out_dir={out_dir}',
-                        f'--export={out_dir / "export"}'], cwd=REPO, check=True)
+        subprocess.run([sys.executable, '-m', 'training.export', f'--out_dir={out_dir}',
+                        f'--export_dir={out_dir / "export"}'], cwd=REPO, check=True)
     return out_dir / 'export'
 
 
-def images_seen(weights: str) -> Optional[int]:
+def images_seen(weights: str) -> int | None:
     """Training images the weights saw, from the config.json the trainer's export writes (0 untrained)."""
     if weights == 'gaussian':
         return 0
-    path = Path(weights)
-    config = (path if path.is_dir() else path.parent) / 'config.json'
+    config = weights_file(weights).parent / CONFIG_NAME
     if not config.is_file():
         return None
     return json.loads(config.read_text()).get('training', {}).get('images_seen')
 
 
-def train_seconds(weights: str) -> Optional[float]:
+def train_seconds(weights: str) -> float | None:
     """The trainer's own count of training seconds (all resumes together), from the export's config.json."""
-    config = Path(weights) / 'config.json'
+    config = weights_file(weights).parent / CONFIG_NAME
     seconds = json.loads(config.read_text()).get('training', {}).get('train_seconds') if config.is_file() else None
     return None if seconds is None else round(seconds, 1)
 
 
-def protocol(args: argparse.Namespace) -> Dict:
+def protocol(args: argparse.Namespace) -> dict:
     """Everything the probe numbers depend on besides the weights: a stored result is reused only if equal."""
     return dict(train_per_class=args.train_per_class, val_per_class=args.val_per_class, input_size=args.input_size,
                 grids=PROBE_GRIDS, probe=ProbeConfig(epochs=args.epochs).__dict__, features_amp=args.amp)
 
 
-def load_previous(path: Path) -> Dict:
+def load_previous(path: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def markdown(table: Dict) -> str:
+def markdown(table: dict) -> str:
     """The table: our top-1 per layer (mean ± half the range over seeds) next to the paper's."""
-    by_row: Dict[str, Dict[str, List[float]]] = {}
-    seeds: Dict[str, List[int]] = {}
-    seen: Dict[str, set] = {}
+    by_row: dict[str, dict[str, list[float]]] = {}
+    seeds: dict[str, list[int]] = {}
+    seen: dict[str, set] = {}
     for record in table['results']:
         images = record.get('images_seen')
         seen.setdefault(record['row'], set()).add(ROW_BY_KEY[record['row']].images if images is None else images)
@@ -180,7 +188,7 @@ def markdown(table: Dict) -> str:
     return '\n'.join(lines) + '\n'
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     parser.add_argument('--rows', nargs='+', default=[row.key for row in ROWS], choices=list(ROW_BY_KEY))
     parser.add_argument('--seeds', nargs='+', type=int, default=None,
@@ -207,9 +215,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     same_setup = previous.get('protocol') == protocol(args)
     kept = previous.get('results', []) if same_setup else []
     seeds = {key: args.seeds or ROW_BY_KEY[key].seeds for key in args.rows}
-    results: List[Dict] = [r for r in kept if r['row'] not in seeds or r['seed'] not in seeds[r['row']]]
-    missing: Dict[str, str] = dict(previous.get('missing', {})) if same_setup else {}
-    timings: Dict[str, float] = dict(previous.get('seconds', {})) if same_setup else {}
+    results: list[dict] = [r for r in kept if r['row'] not in seeds or r['seed'] not in seeds[r['row']]]
+    missing: dict[str, str] = dict(previous.get('missing', {})) if same_setup else {}
+    timings: dict[str, float] = dict(previous.get('seconds', {})) if same_setup else {}
     for key in args.rows:
         missing.pop(key, None)
         for seed in seeds[key]:
@@ -232,7 +240,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 if trained_now:  # wall time of this invocation's training (a resumed run: its remainder only)
                     timings[f'{key}_s{seed}_train'] = round(time.perf_counter() - start, 1)
                 timings[f'{key}_s{seed}_train_seconds_in_run'] = train_seconds(weights)
-            loaded = load_model(weights, name=f'{key}_s{seed}', seed=seed)
+            loaded = load_frozen_model(weights, name=f'{key}_s{seed}', seed=seed)
             old = [r for r in kept if r['row'] == key and r['seed'] == seed and r['weights_sha256'] == loaded.sha256]
             if len(old) == len(LAYERS):
                 results.extend(old)

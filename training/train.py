@@ -10,11 +10,10 @@ Launch (from the repository root):
     python -m training.train --objective=l_to_ab_reg --out_dir=runs/l_to_ab_reg
     # continue a killed run exactly where its last checkpoint left it (same config unless overridden)
     python -m training.train --out_dir=runs/release --resume
-    # Hub-ready folder from the last checkpoint (any time, also while the run goes on), and upload
-    python -m training.train --out_dir=runs/release --export=runs/release/export
-    python -m training.train --out_dir=runs/release --export=runs/release/export --push_to_hub=org/name
-    # the ab prior for class rebalancing, estimated from training images
-    python -m training.train ab-prior --data='../shared/datasets/tiny-imagenet/train-*.tar' --out=runs/ab_prior.json
+    # Hub-ready folder from the last checkpoint, and its upload: see training/export.py
+    python -m training.export --out_dir=runs/release --push_to_hub=org/name
+    # the ab prior for class rebalancing, estimated from training images: see training/ab_prior.py
+    python -m training.ab_prior --data='../shared/datasets/tiny-imagenet/train-*.tar' --out=runs/ab_prior.json
 
 Every ``Config`` field is a ``--key=value`` flag; unknown keys are an error. Optimizer: Adam (betas 0.9,
 0.99, as Zhang et al. train colorization nets: no BatchNorm in this AlexNet, and SGD needs a long
@@ -32,220 +31,42 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-import timm
-import splitbrain_hub  # noqa: F401  (registers the models in timm)
 from splitbrain_hub.errors import InputError
+from splitbrain_hub.files import atomic_write
 from splitbrain_hub.precision import autocast, autocast_dtype, precision_name
-from splitbrain_hub.quantize import ab_bin_centers, ab_bin_count, hard_encode
-from splitbrain_hub.weights import WEIGHTS_NAME, atomic_write, save_pretrained, sha256_of
+from training.ab_prior import estimate_ab_prior, load_ab_prior, save_ab_prior
+from training.config import Config, build_model, layer_table, parse_args
 from training.data import BatchStream, build_index, make_loader
-from training.objectives import DEFAULT_OBJECTIVE, Objective, downsample, get_objective
+from training.objectives import Objective, get_objective
 
-# Runs live outside the work tree, so a fresh checkout (or a later session) finds and resumes them.
-RUNS_DIR = Path(os.environ.get('SPLITBRAIN_HUB_RUNS', '~/.cache/splitbrain_hub/runs')).expanduser()
 CHECKPOINT = 'ckpt.pt'
-MODEL_CARD = Path(__file__).resolve().parents[1] / 'MODEL_CARD.md'  # the export's README.md starts with it
 METRICS = 'metrics.jsonl'
 
 
-@dataclass
-class Config:
-    objective: str = DEFAULT_OBJECTIVE            # a key of training.objectives.OBJECTIVES
-    data: str = '../shared/datasets/tiny-imagenet/train-*.tar'  # tar shards (comma/glob) or an image folder
-    out_dir: str = str(RUNS_DIR / 'split_brain_cl')  # default root: $SPLITBRAIN_HUB_RUNS or ~/.cache/splitbrain_hub/runs
-    input_size: int = 128                         # 64x64 sources upsampled by the crop
-    crop_scale_min: float = 0.25                  # random-resized-crop area fraction in [min, 1]
-    batch_size: int = 64                          # per process
-    max_steps: int = 1000
-    optimizer: str = 'adam'                       # 'adam' or 'sgd' (momentum 0.9)
-    lr: float = 2e-4
-    weight_decay: float = 0.0
-    warmup_steps: int = 50
-    min_lr_ratio: float = 0.1
-    soft_encoding: bool = True                    # False: cross-entropy on the nearest bin
-    rebalance: bool = True                        # class rebalancing of the ab cl loss (see MODEL_CARD.md)
-    rebalance_lambda: float = 0.5
-    ab_prior: str = ''                            # JSON from `ab-prior`; '' estimates it at the start
-    prior_images: int = 2048
-    seed: int = 0
-    device: str = 'auto'                          # 'auto', 'cpu', 'cuda'
-    amp: str = 'auto'                             # 'auto' (bf16 where native: CUDA, AVX-512 BF16/AMX CPUs), 'bf16', 'off'
-    channels_last: bool = True                    # NHWC activations: faster convolutions on CPU and CUDA
-    fused_adam: bool = True                       # one fused kernel for the Adam update (fp32 state either way)
-    compile: bool = False
-    threads: int = 0                              # torch CPU threads; 0 leaves torch's default
-    num_workers: int = 1
-    checkpoint_every: int = 50
-    log_every: int = 10
-    progress: bool = True
+# --- checkpoints and metrics -----------------------------------------------------------------
 
-
-def parse_args(argv: List[str], config: Optional[Config] = None) -> Tuple[Config, Dict[str, str]]:
-    """``--key=value`` flags -> Config (typed, unknown keys refused) and the trainer's own flags."""
-    config = config or Config()
-    types = {f.name: f.type for f in dataclasses.fields(Config)}
-    actions = {}
-    for arg in argv:
-        key, eq, value = arg.removeprefix('--').partition('=')
-        key = key.replace('-', '_')
-        if key == 'resume' and not eq:
-            actions['resume'] = 'true'
-        elif key == 'export':
-            actions[key] = value
-        elif key == 'push_to_hub':
-            actions[key] = _hub_repo_id(value)
-        elif key in types and eq:
-            kind = {int: int, float: float, str: str, bool: _bool}[types[key]]
-            try:
-                setattr(config, key, kind(value))
-            except ValueError as e:
-                raise InputError(f'--{key}: expected a {types[key].__name__}, got {value!r}') from e
-        else:
-            raise InputError(f'{arg}: expected --key=value with key in {sorted(types)}, or --resume, '
-                             f'--export=DIR, --push_to_hub=REPO_ID')
-    return config, actions
-
-
-def _bool(value: str) -> bool:
-    if value.lower() not in ('1', '0', 'true', 'false'):
-        raise ValueError(value)
-    return value.lower() in ('1', 'true')
-
-
-def build_model(config: Config, device: torch.device) -> torch.nn.Module:
-    spec = get_objective(config.objective)
-    model = timm.create_model(spec.architecture, **spec.model_kwargs()).to(device)
-    # What the network is trained on, for the exported pretrained_cfg.
-    grid = model.forward_pretext(torch.zeros(1, 3, config.input_size, config.input_size, device=device)) \
-        if spec.pretext else {}
-    model.pretrained_cfg = dict(model.pretrained_cfg, input_size=(3, config.input_size, config.input_size),
-                                **({'pool_size': tuple(next(iter(grid.values())).shape[-2:])} if grid else {}))
-    return model
-
-
-# --- the ab prior --------------------------------------------------------------------------------
-
-@torch.no_grad()
-def estimate_ab_prior(data: str, images: int, input_size: int, crop_scale_min: float, seed: int,
-                      device: torch.device, progress: bool = False) -> torch.Tensor:
-    """How often each ab bin is the nearest bin of a target cell: colour photos, crops as in training,
-    Lab area-averaged onto the conv5 grid exactly as the loss sees its targets."""
-    from tqdm import tqdm
-    model = timm.create_model('splitbrain_alexnet').to(device)
-    grid = model.forward_pretext(torch.zeros(1, 3, input_size, input_size, device=device))['l_half'].shape[-2:]
-    batch = min(64, images)
-    stream = BatchStream(build_index(data), batch, input_size, (crop_scale_min, 1.0), seed)
-    counts = torch.zeros(ab_bin_count(), dtype=torch.float64, device=device)
-    centers = ab_bin_centers(device)
-    loader = iter(make_loader(stream, 0, False))
-    for _ in tqdm(range(math.ceil(images / batch)), desc='ab prior', disable=not progress):
-        _, uint8, _, colour = next(loader)
-        lab = model.data_lab.lab(uint8.to(device).float() / 255)[colour.to(device)]
-        nearest = hard_encode(downsample(lab, grid)[:, 1:], centers)
-        counts += torch.bincount(nearest.flatten(), minlength=len(centers)).double()
-    return counts
-
-
-def save_ab_prior(counts: torch.Tensor, path: Path, **provenance: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(dict(provenance, ab_bin_counts=counts.tolist())) + '\n'))
-
-
-def load_ab_prior(path: str) -> torch.Tensor:
-    counts = json.loads(Path(path).read_text())['ab_bin_counts']
-    if len(counts) != ab_bin_count():
-        raise InputError(f'{path}: expected {ab_bin_count()} ab bin counts, got {len(counts)}')
-    return torch.tensor(counts, dtype=torch.float64)
-
-
-# --- checkpoints, metrics, export ----------------------------------------------------------------
-
-def save_checkpoint(path: Path, state: Dict[str, Any]) -> None:
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     atomic_write(path, lambda tmp: torch.save(state, tmp))  # a kill leaves the old checkpoint or the new one
 
 
-def load_checkpoint(path: Path) -> Dict[str, Any]:
+def load_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f'--resume: expected a checkpoint at {path}, found none')
     return torch.load(path, map_location='cpu', weights_only=True)  # tensors and plain data only
 
 
-def read_metrics(out_dir: Path, upto_step: Optional[int] = None) -> List[Dict[str, Any]]:
+def read_metrics(out_dir: Path, upto_step: int | None = None) -> list[dict[str, Any]]:
     path = out_dir / METRICS
     if not path.is_file():
         return []
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     return [r for r in rows if upto_step is None or r['step'] <= upto_step]
-
-
-def export(out_dir: Path, export_dir: Path) -> Path:
-    """The Hub folder from the last checkpoint: fp16 model.safetensors, config.json, README.md."""
-    state = load_checkpoint(out_dir / CHECKPOINT)
-    config, _ = parse_args([f'--{k}={v}' for k, v in state['config'].items()])
-    model = build_model(config, torch.device('cpu'))
-    model.load_state_dict(state['model'])
-    metrics = read_metrics(out_dir, state['step'])
-    last = metrics[-1] if metrics else {}
-    training = dict(recipe=state['config'], precision=state.get('precision', 'fp32'), step=state['step'],
-                    images_seen=state['images_seen'],
-                    epochs=state['images_seen'] / state['dataset_size'], train_seconds=state['train_seconds'],
-                    final_losses=last.get('losses'), final_loss=last.get('loss'))
-    weights = save_pretrained(model, export_dir, dtype=torch.float16, extra_config={'training': training})
-    (export_dir / 'README.md').write_text(model_card(training, weights))
-    return weights
-
-
-def model_card(training: Dict[str, Any], weights: Path) -> str:
-    """The export's README.md: MODEL_CARD.md as it is (the Hub reads its front matter), then this run.
-
-    MODEL_CARD.md describes the released weights; the section added here gives the figures of the run
-    the exported file comes from, which may be another one (another objective, budget or data).
-    """
-    spec = get_objective(training['recipe']['objective'])
-    return MODEL_CARD.read_text().rstrip('\n') + '\n\n' + '\n'.join([
-        '## This export', '',
-        'The sections above describe the released weights. The files of this folder come from the run below.', '',
-        f'- objective: `{spec.name}`: {spec.description}',
-        f'- steps: {training["step"]}, images seen: {training["images_seen"]} ({training["epochs"]:.2f} epochs)',
-        f'- training wall time: {training["train_seconds"]:.0f} s, precision {training["precision"]}',
-        f'- final losses (mean of the last logging window): {json.dumps(training["final_losses"])}',
-        f'- weights: `{weights.name}`, fp16, {weights.stat().st_size} bytes, sha256 `{sha256_of(weights)}`',
-        '', 'Load it with timm (`pip install splitbrain-hub`; importing it registers the architecture):', '',
-        '```python', 'import timm, splitbrain_hub',
-        "model = timm.create_model('hf-hub:<owner>/<name>', pretrained=True)       # this folder on the Hub",
-        "model = timm.create_model('local-dir:<this folder>', pretrained=True)     # or on disk", '```', '',
-        '### Recipe', '', '```json', json.dumps(training['recipe'], indent=2), '```', ''])
-
-
-EXPORTED_FILES = ('model.safetensors', 'config.json', 'README.md')
-
-
-def push_to_hub(export_dir: Path, repo_id: str) -> str:
-    """Upload the export to Hub repo ``repo_id`` (created if needed) through huggingface_hub; returns the commit URL.
-
-    huggingface_hub's settings apply (``HF_TOKEN`` or ``hf auth login``, ``HF_ENDPOINT``, proxies).
-    """
-    from huggingface_hub import HfApi
-    api = HfApi()
-    api.create_repo(repo_id, exist_ok=True)
-    commit = api.upload_folder(folder_path=str(export_dir), repo_id=repo_id, allow_patterns=list(EXPORTED_FILES),
-                               commit_message=f'splitbrain_hub export ({sha256_of(export_dir / WEIGHTS_NAME)[:12]})')
-    return commit.commit_url
-
-
-def _hub_repo_id(value: str) -> str:
-    from huggingface_hub.utils import validate_repo_id
-    try:
-        validate_repo_id(value)
-    except ValueError as e:
-        raise InputError(f"--push_to_hub: expected a Hub repo id 'owner/name', got {value!r} ({e})") from None
-    return value
 
 
 # --- training --------------------------------------------------------------------------------------
@@ -257,7 +78,7 @@ def lr_factor(step: int, config: Config) -> float:
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def setup_device(config: Config) -> Tuple[torch.device, int, int]:
+def setup_device(config: Config) -> tuple[torch.device, int, int]:
     """The device of this process, its rank and the world size (torchrun sets RANK / WORLD_SIZE)."""
     ddp = 'RANK' in os.environ
     rank, world_size = (int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])) if ddp else (0, 1)
@@ -286,8 +107,8 @@ def make_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optimi
     raise InputError(f'optimizer: expected adam or sgd, got {config.optimizer!r}')
 
 
-def make_objective(config: Config, model: torch.nn.Module, state: Optional[Dict[str, Any]], out_dir: Path,
-                   master: bool) -> Tuple[Objective, Optional[torch.Tensor]]:
+def make_objective(config: Config, model: torch.nn.Module, state: dict[str, Any] | None, out_dir: Path,
+                   master: bool) -> tuple[Objective, torch.Tensor | None]:
     """The loss module of the config's objective, with the ab prior (from the checkpoint, a file or estimated)
     when its ab cl terms are class-rebalanced."""
     spec = get_objective(config.objective)
@@ -299,8 +120,9 @@ def make_objective(config: Config, model: torch.nn.Module, state: Optional[Dict[
             ab_prior = load_ab_prior(config.ab_prior)
         else:
             device = next(model.parameters()).device
-            ab_prior = estimate_ab_prior(config.data, config.prior_images, config.input_size,
-                                         config.crop_scale_min, config.seed, device, config.progress and master)
+            ab_prior = estimate_ab_prior(config.data, config.prior_images, config.input_size, config.crop_scale_min,
+                                         config.seed, device, config.progress and master,
+                                         layer_table(config).get('layers'))
             if master:
                 save_ab_prior(ab_prior.cpu(), out_dir / 'ab_prior.json', data=config.data, images=config.prior_images)
         ab_prior = ab_prior.cpu()
@@ -312,8 +134,8 @@ def make_objective(config: Config, model: torch.nn.Module, state: Optional[Dict[
 
 
 def training_step(network: torch.nn.Module, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                  images: torch.Tensor, labels: torch.Tensor, colour: torch.Tensor, amp_dtype: Optional[torch.dtype],
-                  channels_last: bool) -> Tuple[torch.Tensor, Dict[str, torch.Tensor]]:
+                  images: torch.Tensor, labels: torch.Tensor, colour: torch.Tensor, amp_dtype: torch.dtype | None,
+                  channels_last: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """One optimisation step on a uint8 batch: Lab conversion in fp32, ``network`` (the objective, maybe compiled
     or DDP-wrapped, around ``model``) under autocast with its losses in fp32, backward, optimizer update.
     Shared with ``training.bench``."""
@@ -328,15 +150,83 @@ def training_step(network: torch.nn.Module, model: torch.nn.Module, optimizer: t
     return loss, losses
 
 
-def train(config: Config, resume: bool = False) -> Dict[str, Any]:
+@dataclass
+class Progress:
+    """How far a run is; a checkpoint stores it and ``--resume`` continues from it."""
+    step: int = 0
+    images_seen: int = 0
+    train_seconds: float = 0.0
+
+
+def restore(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            scheduler: torch.optim.lr_scheduler.LRScheduler, device: torch.device) -> Progress:
+    """Load a checkpoint's model, optimizer, scheduler and RNG states; return where it stood."""
+    model.load_state_dict(state['model'])
+    optimizer.load_state_dict(state['optimizer'])
+    scheduler.load_state_dict(state['scheduler'])
+    torch.set_rng_state(state['rng']['torch'])
+    if device.type == 'cuda' and state['rng'].get('cuda') is not None:
+        torch.cuda.set_rng_state(state['rng']['cuda'])
+    return Progress(state['step'], state['images_seen'], state['train_seconds'])
+
+
+def drop_metrics_after(out_dir: Path, step: int) -> None:
+    """Metrics written after the checkpoint by a killed run are replayed on resume: drop them."""
+    rows = read_metrics(out_dir, step)
+    (out_dir / METRICS).write_text(''.join(json.dumps(r) + '\n' for r in rows))
+
+
+def wrap_for_training(objective: torch.nn.Module, config: Config, device: torch.device) -> torch.nn.Module:
+    """The objective as the loop calls it: compiled if asked, DDP-wrapped under torchrun."""
+    network = torch.compile(objective) if config.compile else objective
+    if dist.is_initialized():
+        network = DistributedDataParallel(network, device_ids=[device.index] if device.type == 'cuda' else None)
+    return network
+
+
+def checkpoint_state(config: Config, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                     scheduler: torch.optim.lr_scheduler.LRScheduler, progress: Progress, precision: str,
+                     dataset_size: int, ab_prior: torch.Tensor | None, device: torch.device) -> dict[str, Any]:
+    """Everything ``--resume`` needs to continue bit for bit, and ``training.export`` to describe the run."""
+    return dict(model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
+                config=dataclasses.asdict(config), precision=precision, step=progress.step,
+                images_seen=progress.images_seen, train_seconds=progress.train_seconds, dataset_size=dataset_size,
+                ab_prior=ab_prior, rng=dict(torch=torch.get_rng_state(),
+                                            cuda=torch.cuda.get_rng_state() if device.type == 'cuda' else None))
+
+
+class LossWindow:
+    """Losses and timings summed over the steps since the last metrics row."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.steps, self.data_seconds, self.start = 0, 0.0, time.perf_counter()
+
+    def add(self, loss: torch.Tensor, losses: dict[str, torch.Tensor], data_seconds: float) -> None:
+        self.steps += 1
+        self.data_seconds += data_seconds
+        for name, value in dict(losses, loss=loss).items():
+            self.sums[name] = self.sums.get(name, 0.0) + value.item()
+
+    def row(self, progress: Progress, images_per_step: int, lr: float, precision: str) -> dict[str, Any]:
+        """The metrics.jsonl row of the window: mean losses, throughput, time waiting for data."""
+        elapsed = time.perf_counter() - self.start
+        mean = {name: total / self.steps for name, total in self.sums.items()}
+        return dict(step=progress.step, images_seen=progress.images_seen, loss=mean.pop('loss'), losses=mean,
+                    img_per_s=self.steps * images_per_step / elapsed, data_wait=self.data_seconds / elapsed,
+                    lr=lr, train_seconds=progress.train_seconds, precision=precision)
+
+
+def train(config: Config, resume: bool = False) -> dict[str, Any]:
+    """Train ``config``'s objective for ``max_steps`` (from the checkpoint in ``out_dir`` with ``resume``)."""
     from tqdm import tqdm
     device, rank, world_size = setup_device(config)
     amp_dtype = autocast_dtype(config.amp, device)
+    precision = precision_name(amp_dtype)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     master = rank == 0
 
-    # --- state: fresh, or the last checkpoint
     state = load_checkpoint(out_dir / CHECKPOINT) if resume else None
     torch.manual_seed(config.seed + rank)
     spec = get_objective(config.objective)
@@ -344,85 +234,56 @@ def train(config: Config, resume: bool = False) -> Dict[str, Any]:
     objective, ab_prior = make_objective(config, model, state, out_dir, master)
     optimizer = make_optimizer(config, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
-    step, images_seen, train_seconds = 0, 0, 0.0
-    if state is not None:
-        model.load_state_dict(state['model'])
-        optimizer.load_state_dict(state['optimizer'])
-        scheduler.load_state_dict(state['scheduler'])
-        step, images_seen, train_seconds = state['step'], state['images_seen'], state['train_seconds']
-        torch.set_rng_state(state['rng']['torch'])
-        if device.type == 'cuda' and state['rng'].get('cuda') is not None:
-            torch.cuda.set_rng_state(state['rng']['cuda'])
-        if master:  # metrics written after the checkpoint by the killed run are replayed: drop them
-            rows = read_metrics(out_dir, step)
-            (out_dir / METRICS).write_text(''.join(json.dumps(r) + '\n' for r in rows))
-    network = torch.compile(objective) if config.compile else objective
-    if ddp_active := dist.is_initialized():
-        network = DistributedDataParallel(network, device_ids=[device.index] if device.type == 'cuda' else None)
+    progress = Progress() if state is None else restore(state, model, optimizer, scheduler, device)
+    if state is not None and master:
+        drop_metrics_after(out_dir, progress.step)
+    network = wrap_for_training(objective, config, device)
     if master:
-        print(f'{spec.name}: {device}, precision {precision_name(amp_dtype)} (amp={config.amp}), '
+        print(f'{spec.name}: {device}, precision {precision} (amp={config.amp}), '
               f'torch threads {torch.get_num_threads()}', file=sys.stderr, flush=True)
 
-    # --- data: rank r reads global batches r, r + world, ...; step s consumes global batches s*world .. +world-1
+    # Rank r reads global batches r, r + world, ...; step s consumes global batches s*world .. +world-1.
     samples = build_index(config.data)
     stream = BatchStream(samples, config.batch_size, config.input_size, (config.crop_scale_min, 1.0),
-                         config.seed, start_batch=step * world_size, rank=rank, world_size=world_size)
+                         config.seed, start_batch=progress.step * world_size, rank=rank, world_size=world_size)
     loader = iter(make_loader(stream, config.num_workers, pin_memory=device.type == 'cuda'))
 
-    def checkpoint() -> None:
-        if master:
-            save_checkpoint(out_dir / CHECKPOINT, dict(
-                model=model.state_dict(), optimizer=optimizer.state_dict(), scheduler=scheduler.state_dict(),
-                config=dataclasses.asdict(config), precision=precision_name(amp_dtype), step=step,
-                images_seen=images_seen, train_seconds=train_seconds, dataset_size=len(samples), ab_prior=ab_prior,
-                rng=dict(torch=torch.get_rng_state(),
-                         cuda=torch.cuda.get_rng_state() if device.type == 'cuda' else None)))
-
-    # --- the loop
     model.train()
-    window: Dict[str, float] = {}
-    window_start, window_steps, data_seconds = time.perf_counter(), 0, 0.0
-    bar = tqdm(total=config.max_steps, initial=step, disable=not (config.progress and master), desc=spec.name)
-    while step < config.max_steps:
+    window = LossWindow()
+    bar = tqdm(total=config.max_steps, initial=progress.step, disable=not (config.progress and master), desc=spec.name)
+    while progress.step < config.max_steps:
         t0 = time.perf_counter()
         global_batch, images, labels, colour = next(loader)
-        if global_batch != step * world_size + rank:
-            raise RuntimeError(f'data order: expected batch {step * world_size + rank}, got {global_batch}')
+        if global_batch != progress.step * world_size + rank:
+            raise RuntimeError(f'data order: expected batch {progress.step * world_size + rank}, got {global_batch}')
         images = images.to(device, non_blocking=True)
         labels, colour = labels.to(device, non_blocking=True), colour.to(device, non_blocking=True)
         t1 = time.perf_counter()
         loss, losses = training_step(network, model, optimizer, images, labels, colour, amp_dtype, config.channels_last)
         scheduler.step()
-        step += 1
-        images_seen += config.batch_size * world_size
-        t2 = time.perf_counter()
-        train_seconds += t2 - t0
-        data_seconds += t1 - t0
-        window_steps += 1
-        for name, value in dict(losses, loss=loss).items():
-            window[name] = window.get(name, 0.0) + value.item()
+        progress.step += 1
+        progress.images_seen += config.batch_size * world_size
+        progress.train_seconds += time.perf_counter() - t0
+        window.add(loss, losses, t1 - t0)
         bar.update(1)
-        if step % config.log_every == 0 or step == config.max_steps:
-            elapsed = time.perf_counter() - window_start
-            row = dict(step=step, images_seen=images_seen, loss=window.pop('loss') / window_steps,
-                       losses={k: v / window_steps for k, v in window.items()},
-                       img_per_s=window_steps * config.batch_size * world_size / elapsed,
-                       data_wait=data_seconds / elapsed, lr=scheduler.get_last_lr()[0],
-                       train_seconds=train_seconds, precision=precision_name(amp_dtype))
+        last = progress.step == config.max_steps
+        if progress.step % config.log_every == 0 or last:
+            row = window.row(progress, config.batch_size * world_size, scheduler.get_last_lr()[0], precision)
             if master:
                 with open(out_dir / METRICS, 'a') as f:
                     f.write(json.dumps(row) + '\n')
                 bar.set_postfix(loss=f'{row["loss"]:.3f}', img_s=f'{row["img_per_s"]:.1f}')
-            window, window_start, window_steps, data_seconds = {}, time.perf_counter(), 0, 0.0
-        if step % config.checkpoint_every == 0 or step == config.max_steps:
-            checkpoint()
+            window = LossWindow()
+        if (progress.step % config.checkpoint_every == 0 or last) and master:
+            save_checkpoint(out_dir / CHECKPOINT, checkpoint_state(config, model, optimizer, scheduler, progress,
+                                                                   precision, len(samples), ab_prior, device))
     bar.close()
-    if ddp_active:
+    if dist.is_initialized():
         dist.destroy_process_group()
-    return dict(step=step, images_seen=images_seen, train_seconds=train_seconds, precision=precision_name(amp_dtype))
+    return dict(dataclasses.asdict(progress), precision=precision)
 
 
-def main(argv: Optional[List[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if {'-h', '--help'} & set(argv):
         print(__doc__)
@@ -430,23 +291,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         for name, value in dataclasses.asdict(Config()).items():
             print(f'  --{name}={value}')
         return
-    if argv[:1] == ['ab-prior']:
-        options = dict(a.removeprefix('--').split('=', 1) for a in argv[1:])
-        config, _ = parse_args([f'--{k}={v}' for k, v in options.items() if k != 'out'])
-        out = Path(options.get('out', 'runs/ab_prior.json'))
-        counts = estimate_ab_prior(config.data, config.prior_images, config.input_size, config.crop_scale_min,
-                                   config.seed, torch.device('cpu'), progress=True)
-        save_ab_prior(counts, out, data=config.data, images=config.prior_images)
-        print(f'wrote {out}: {int(counts.sum())} target cells over {int((counts > 0).sum())} of {len(counts)} bins')
-        return
     config, actions = parse_args(argv)
-    if 'export' in actions or 'push_to_hub' in actions:
-        export_dir = Path(actions.get('export') or Path(config.out_dir) / 'export')
-        weights = export(Path(config.out_dir), export_dir)
-        print(f'exported {weights} ({weights.stat().st_size} bytes, sha256 {sha256_of(weights)})')
-        if actions.get('push_to_hub'):
-            print(f"pushed to {push_to_hub(export_dir, actions['push_to_hub'])}")
-        return
     resume = 'resume' in actions
     if resume:  # the checkpoint's config, with the flags given now on top (e.g. a longer --max_steps)
         saved = load_checkpoint(Path(config.out_dir) / CHECKPOINT)['config']

@@ -27,7 +27,7 @@ Heads:
 """
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn as nn
@@ -39,32 +39,53 @@ from timm.models._features import feature_take_indices
 from ..color import _in_traced_graph, _rgb_to_lab
 from ..errors import InputError, WeightsError
 from ..quantize import L_BIN_COUNT, ab_bin_count
+from ..weights import resolve_pretrained_cfg_file
 
-__all__ = ['SplitBrainAlexNet', 'PRETEXT_TARGETS', 'SPLIT_BRAIN_HALVES', 'SPLIT_BRAIN_PRETEXT']
+__all__ = ['ALEXNET_LAYERS', 'ConvLayer', 'FcLayer', 'SplitBrainAlexNet', 'PRETEXT_TARGETS', 'SPLIT_BRAIN_HALVES',
+           'SPLIT_BRAIN_PRETEXT']
 
 
 # --- architecture as data -------------------------------------------------------------------------
 
-# AlexNet's feature layers at full width: (name, out_chs, kernel, stride, padding, max pool after it).
-# A network of n halves gives each half out_chs // n channels.
-ALEXNET_CONVS: Tuple[Tuple[str, int, int, int, int, Optional[str]], ...] = (
-    ('conv1', 96, 11, 4, 0, 'pool1'),
-    ('conv2', 256, 5, 1, 2, 'pool2'),
-    ('conv3', 384, 3, 1, 1, None),
-    ('conv4', 384, 3, 1, 1, None),
-    ('conv5', 256, 3, 1, 1, 'pool5'),
-)
-# Fully convolutional fc layers: (name, out_chs, kernel, dilation, padding); both keep the grid.
-ALEXNET_FCS: Tuple[Tuple[str, int, int, int, int], ...] = (
-    ('fc6', 4096, 6, 2, 5),
-    ('fc7', 4096, 1, 1, 0),
-)
-FEATURE_REDUCTIONS = (4, 8, 16, 16, 16)  # stride of conv1..conv5 outputs w.r.t. the input
+class ConvLayer(NamedTuple):
+    """A feature layer at full width (a network of n halves gives each half ``out_chs // n`` channels)."""
+    name: str
+    out_chs: int
+    kernel: int
+    stride: int
+    padding: int
+    pool: str | None  # the 3x3 max pool after it ('pool5' keeps the grid when pool5_stride == 1), or None
+
+
+class FcLayer(NamedTuple):
+    """A fully convolutional fc layer at full width; it keeps the grid."""
+    name: str
+    out_chs: int
+    kernel: int
+    dilation: int
+    padding: int
+
+
+# AlexNet's layer table, JSON-friendly as ``config()`` records it (timm's VGG takes its ``cfg`` the same way):
+# 'convs' rows are ConvLayer fields, 'fcs' rows FcLayer fields. A narrower test network is another table.
+ALEXNET_LAYERS: dict[str, list[list]] = {
+    'convs': [
+        ['conv1', 96, 11, 4, 0, 'pool1'],
+        ['conv2', 256, 5, 1, 2, 'pool2'],
+        ['conv3', 384, 3, 1, 1, None],
+        ['conv4', 384, 3, 1, 1, None],
+        ['conv5', 256, 3, 1, 1, 'pool5'],
+    ],
+    'fcs': [
+        ['fc6', 4096, 6, 2, 5],
+        ['fc7', 4096, 1, 1, 0],
+    ],
+}
 
 # The paper's split: Lab channel indices each half sees.
-SPLIT_BRAIN_HALVES: Dict[str, List[int]] = {'l_half': [0], 'ab_half': [1, 2]}
+SPLIT_BRAIN_HALVES: dict[str, list[int]] = {'l_half': [0], 'ab_half': [1, 2]}
 # The paper's (cl, cl) objective: what each half predicts.
-SPLIT_BRAIN_PRETEXT: Dict[str, str] = {'l_half': 'ab_cl', 'ab_half': 'l_cl'}
+SPLIT_BRAIN_PRETEXT: dict[str, str] = {'l_half': 'ab_cl', 'ab_half': 'l_cl'}
 # The release's data_lab layer as we train it: L in [0, 100] -> [-1, 1], ab / 110 -> about [-1, 1].
 DEFAULT_LAB_SCALE = (1 / 50, 1 / 110, 1 / 110)
 DEFAULT_LAB_SHIFT = (-1.0, 0.0, 0.0)
@@ -76,7 +97,7 @@ class PretextTarget:
 
     Regression heads predict the channels divided by ``REGRESSION_SCALE`` (Lab units / 100).
     """
-    channels: Tuple[int, ...]
+    channels: tuple[int, ...]
     classification: bool
 
     @property
@@ -87,7 +108,7 @@ class PretextTarget:
 
 
 REGRESSION_SCALE = 100.0
-PRETEXT_TARGETS: Dict[str, PretextTarget] = {
+PRETEXT_TARGETS: dict[str, PretextTarget] = {
     'ab_cl': PretextTarget((1, 2), classification=True),
     'ab_reg': PretextTarget((1, 2), classification=False),
     'l_cl': PretextTarget((0,), classification=True),
@@ -151,14 +172,14 @@ class Halves(nn.Module):
     own part of pool5 for the fc towers.
     """
 
-    def __init__(self, branches: Dict[str, nn.Module], slices: List[Tuple[int, int]]) -> None:
+    def __init__(self, branches: dict[str, nn.Module], slices: list[tuple[int, int]]) -> None:
         super().__init__()
         self.branches = nn.ModuleDict(branches)
         self.starts = [start for start, _ in slices]
         self.stops = [stop for _, stop in slices]
 
-    def forward_each(self, x: torch.Tensor) -> List[torch.Tensor]:
-        outputs: List[torch.Tensor] = []
+    def forward_each(self, x: torch.Tensor) -> list[torch.Tensor]:
+        outputs: list[torch.Tensor] = []
         for i, branch in enumerate(self.branches.values()):
             outputs.append(branch(x[:, self.starts[i]:self.stops[i]]))
         return outputs
@@ -171,12 +192,12 @@ class Halves(nn.Module):
         return torch.cat(self.forward_each(x), dim=1)
 
 
-def _device_dtype(module: nn.Module) -> Dict[str, Any]:
+def _device_dtype(module: nn.Module) -> dict[str, Any]:
     parameter = next(module.parameters())
     return {'device': parameter.device, 'dtype': parameter.dtype}
 
 
-def _contiguous_slice(name: str, channels: List[int]) -> Tuple[int, int]:
+def _contiguous_slice(name: str, channels: list[int]) -> tuple[int, int]:
     if not channels or list(channels) != list(range(channels[0], channels[0] + len(channels))):
         raise InputError(f'halves[{name!r}]: expected a non-empty run of consecutive Lab channels, got {channels}')
     if channels[0] < 0 or channels[-1] > 2:
@@ -184,10 +205,35 @@ def _contiguous_slice(name: str, channels: List[int]) -> Tuple[int, int]:
     return channels[0], channels[-1] + 1
 
 
-def _feature_tower(in_chs: int, divisor: int, pool5_stride: int, dd: Dict[str, Any]) -> nn.Sequential:
+def parse_layers(layers: dict[str, list[list]]) -> tuple[list[ConvLayer], list[FcLayer]]:
+    """A layer table (``ALEXNET_LAYERS``'s form, tuples or lists) -> its typed rows."""
+    try:
+        convs = [ConvLayer(*row) for row in layers['convs']]
+        fcs = [FcLayer(*row) for row in layers['fcs']]
+    except (KeyError, TypeError) as e:
+        raise InputError(f'layers: expected {{"convs": [[name, out_chs, kernel, stride, padding, pool], ...], '
+                         f'"fcs": [[name, out_chs, kernel, dilation, padding], ...]}}, got {layers!r} ({e})') from e
+    if not convs or not fcs:
+        raise InputError(f'layers: expected at least one conv and one fc layer, got {len(convs)} and {len(fcs)}')
+    return convs, fcs
+
+
+def _reductions(convs: list[ConvLayer]) -> list[int]:
+    """Stride of each conv output w.r.t. the input: the conv strides and the stride-2 pools before it."""
+    reductions, stride = [], 1
+    for conv in convs:
+        stride *= conv.stride
+        reductions.append(stride)
+        if conv.pool is not None and conv.pool != 'pool5':  # pool5 is the last tap's own pool
+            stride *= 2
+    return reductions
+
+
+def _feature_tower(convs: list[ConvLayer], in_chs: int, divisor: int, pool5_stride: int,
+                   dd: dict[str, Any]) -> nn.Sequential:
     """conv1..pool5 of one half: AlexNet at 1/divisor of the width, on ``in_chs`` Lab channels."""
-    layers: List[Tuple[str, nn.Module]] = []
-    for name, out_chs, kernel, stride, padding, pool in ALEXNET_CONVS:
+    layers: list[tuple[str, nn.Module]] = []
+    for name, out_chs, kernel, stride, padding, pool in convs:
         out_chs //= divisor
         layers.append((name, nn.Conv2d(in_chs, out_chs, kernel, stride=stride, padding=padding, **dd)))
         layers.append(('relu' + name[-1], nn.ReLU(inplace=True)))
@@ -214,7 +260,7 @@ class GemmConv2d(nn.Conv2d):
     def __init__(self, in_chs: int, out_chs: int, kernel: int, dilation: int = 1, padding: int = 0,
                  stride: int = 1, **dd: Any) -> None:
         super().__init__(in_chs, out_chs, kernel, stride=stride, padding=padding, dilation=dilation, **dd)
-        self.geometry: Tuple[int, int, int, int] = (kernel, dilation, padding, stride)  # ints, for TorchScript
+        self.geometry: tuple[int, int, int, int] = (kernel, dilation, padding, stride)  # ints, for TorchScript
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         kernel, dilation, padding, stride = self.geometry
@@ -232,11 +278,10 @@ class GemmConv2d(nn.Conv2d):
         return out.reshape(batch, out_h, out_w, -1).permute(0, 3, 1, 2)                  # NCHW, channels_last
 
 
-def _fc_tower(divisor: int, drop_rate: float, dd: Dict[str, Any]) -> nn.Sequential:
-    """fc6, fc7 of one half, on its own part of pool5."""
-    in_chs = ALEXNET_CONVS[-1][1] // divisor
-    layers: List[Tuple[str, nn.Module]] = []
-    for name, out_chs, kernel, dilation, padding in ALEXNET_FCS:
+def _fc_tower(fcs: list[FcLayer], in_chs: int, divisor: int, drop_rate: float, dd: dict[str, Any]) -> nn.Sequential:
+    """fc6, fc7 of one half, on its own part of pool5 (``in_chs`` channels)."""
+    layers: list[tuple[str, nn.Module]] = []
+    for name, out_chs, kernel, dilation, padding in fcs:
         out_chs //= divisor
         conv = GemmConv2d if kernel > 1 else nn.Conv2d  # a 1x1 convolution is one GEMM already
         layers.append((name, conv(in_chs, out_chs, kernel, dilation=dilation, padding=padding, **dd)))
@@ -259,17 +304,19 @@ class SplitBrainAlexNet(nn.Module):
         global_pool: timm pool type before the classifier.
         drop_rate: dropout after fc6 and fc7 and before the classifier.
         pool5_stride: 1 keeps the conv5 grid (dense predictions); 2 is the Caffe release's pool5.
+        layers: the layer table, ``ALEXNET_LAYERS`` by default (see there); widths are full-network widths.
     """
 
     def __init__(
             self,
-            halves: Optional[Dict[str, List[int]]] = None,
-            pretext: Optional[Dict[str, str]] = None,
+            halves: dict[str, list[int]] | None = None,
+            pretext: dict[str, str] | None = None,
             num_classes: int = 0,
             in_chans: int = 3,
             global_pool: str = 'avg',
             drop_rate: float = 0.,
             pool5_stride: int = 1,
+            layers: dict[str, list[list]] | None = None,
             device=None,
             dtype=None,
     ) -> None:
@@ -287,9 +334,11 @@ class SplitBrainAlexNet(nn.Module):
             raise InputError(
                 f'pretext: expected half names from {sorted(halves)} mapped to targets from '
                 f'{sorted(PRETEXT_TARGETS)}, got {unknown}')
+        convs, fcs = parse_layers(ALEXNET_LAYERS if layers is None else layers)
         divisor = len(halves)
-        if any(chs % divisor for _, chs, *_ in ALEXNET_CONVS + ALEXNET_FCS):
-            raise InputError(f'halves: AlexNet widths do not split into {divisor} equal halves')
+        if any(layer.out_chs % divisor for layer in convs + fcs):
+            raise InputError(f'halves: expected layer widths that split into {divisor} equal halves, got '
+                             f'{[layer.out_chs for layer in convs + fcs]}')
 
         self.halves = {name: list(channels) for name, channels in halves.items()}
         self.pretext_targets = pretext
@@ -297,30 +346,31 @@ class SplitBrainAlexNet(nn.Module):
         self.in_chans = in_chans
         self.drop_rate = drop_rate
         self.pool5_stride = pool5_stride
+        self.convs, self.fcs = convs, fcs
 
         self.data_lab = DataLab(in_chans, **dd)
         lab_slices = [_contiguous_slice(name, channels) for name, channels in halves.items()]
         self.features = Halves(
-            {name: _feature_tower(stop - start, divisor, pool5_stride, dd)
+            {name: _feature_tower(convs, stop - start, divisor, pool5_stride, dd)
              for name, (start, stop) in zip(halves, lab_slices)},
             lab_slices)
-        pool5_width = ALEXNET_CONVS[-1][1] // divisor
+        pool5_width = convs[-1].out_chs // divisor
         self.pre_logits = Halves(
-            {name: _fc_tower(divisor, drop_rate, dd) for name in halves},
+            {name: _fc_tower(fcs, pool5_width, divisor, drop_rate, dd) for name in halves},
             [(i * pool5_width, (i + 1) * pool5_width) for i in range(divisor)])
         self.pretext = nn.ModuleDict({
-            name: GemmConv2d(ALEXNET_FCS[-1][1] // divisor, PRETEXT_TARGETS[target].out_chans, 1, **dd)
+            name: GemmConv2d(fcs[-1].out_chs // divisor, PRETEXT_TARGETS[target].out_chans, 1, **dd)
             for name, target in pretext.items()
         })
-        self.num_features = ALEXNET_CONVS[-1][1]
-        self.head_hidden_size = ALEXNET_FCS[-1][1]
+        self.num_features = convs[-1].out_chs
+        self.head_hidden_size = fcs[-1].out_chs
         self.head = ClassifierHead(self.head_hidden_size, num_classes, pool_type=global_pool, drop_rate=drop_rate, **dd)
         # Taps are the conv outputs after ReLU, as the paper's linear probes read them.
         layer_names = list(next(iter(self.features.branches.values()))._modules)
-        self.feature_ends = [layer_names.index('relu' + conv[0][-1]) for conv in ALEXNET_CONVS]
+        self.feature_ends = [layer_names.index('relu' + conv.name[-1]) for conv in convs]
         self.feature_info = [
-            dict(num_chs=chs, reduction=reduction, module=name)
-            for (name, chs, *_), reduction in zip(ALEXNET_CONVS, FEATURE_REDUCTIONS)
+            dict(num_chs=conv.out_chs, reduction=reduction, module=conv.name)
+            for conv, reduction in zip(convs, _reductions(convs))
         ]
         self._init_weights()
 
@@ -336,16 +386,17 @@ class SplitBrainAlexNet(nn.Module):
             nn.init.zeros_(self.head.fc.bias)
 
     @torch.jit.ignore
-    def config(self) -> Dict[str, Any]:
+    def config(self) -> dict[str, Any]:
         """The constructor arguments (JSON-friendly): what ``config.json`` stores as ``model_args``."""
         return dict(
             halves=self.halves, pretext=self.pretext_targets, num_classes=self.num_classes,
             in_chans=self.in_chans, global_pool=self.head.global_pool.pool_type, drop_rate=self.drop_rate,
             pool5_stride=self.pool5_stride,
+            layers={'convs': [list(conv) for conv in self.convs], 'fcs': [list(fc) for fc in self.fcs]},
         )
 
     @torch.jit.ignore
-    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
         return dict(stem=r'^features\.branches\.\w+\.conv1', blocks=r'^features\.branches\.\w+\.conv(\d+)')
 
     @torch.jit.ignore
@@ -357,7 +408,7 @@ class SplitBrainAlexNet(nn.Module):
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
-    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         self.num_classes = num_classes
         self.head.reset(num_classes, global_pool)
         self.head.to(**_device_dtype(self))  # the new classifier where the rest of the model is
@@ -365,28 +416,29 @@ class SplitBrainAlexNet(nn.Module):
     def forward_intermediates(
             self,
             x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
+            indices: int | list[int] | None = None,
             norm: bool = False,
             stop_early: bool = False,
             output_fmt: str = 'NCHW',
             intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
         """conv1..conv5 (after ReLU, halves concatenated) and optionally the final features.
 
         Args:
             x: RGB (or greyscale) input in [0, 1], (N, in_chans, H, W).
             indices: last n taps if int, all if None, else the tap indices (0 = conv1).
-            norm, stop_early: timm API; there is no final norm, and every layer runs unless
-                ``intermediates_only`` (then layers past the last tap are skipped).
+            norm: timm API; there is no final norm.
+            stop_early: skip the layers past the last tap; the final features are then that tap's output.
+                ``intermediates_only`` skips them too (nothing else would use them).
             output_fmt: only 'NCHW'.
         """
         if output_fmt != 'NCHW':
             raise InputError(f"output_fmt: expected 'NCHW', got {output_fmt!r}")
         take_indices, max_index = feature_take_indices(len(self.feature_ends), indices)
-        last_layer = self.feature_ends[max_index] if intermediates_only else -1
+        last_layer = self.feature_ends[max_index] if stop_early or intermediates_only else -1
         lab = self.data_lab(x)
-        taps: List[List[torch.Tensor]] = [[] for _ in take_indices]
-        finals: List[torch.Tensor] = []
+        taps: list[list[torch.Tensor]] = [[] for _ in take_indices]
+        finals: list[torch.Tensor] = []
         for b, branch in enumerate(self.features.branches.values()):
             y = lab[:, self.features.starts[b]:self.features.stops[b]]
             tap = 0
@@ -406,10 +458,10 @@ class SplitBrainAlexNet(nn.Module):
 
     def prune_intermediate_layers(
             self,
-            indices: Union[int, List[int]] = 1,
+            indices: int | list[int] = 1,
             prune_norm: bool = False,
             prune_head: bool = True,
-    ) -> List[int]:
+    ) -> list[int]:
         """Drop the layers past the last kept tap (and the heads), as timm's ``features_only`` does."""
         take_indices, max_index = feature_take_indices(len(self.feature_ends), indices)
         prune_end = max_index < len(self.feature_ends) - 1
@@ -441,8 +493,8 @@ class SplitBrainAlexNet(nn.Module):
 
     @torch.jit.ignore
     def forward_pretext(
-            self, x: torch.Tensor, is_lab: bool = False, halves: Optional[List[str]] = None,
-    ) -> Dict[str, torch.Tensor]:
+            self, x: torch.Tensor, is_lab: bool = False, halves: list[str] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Each pretext head's raw output on the conv5 grid: logits for ``*_cl``, values for ``*_reg``.
 
         Args:
@@ -463,7 +515,7 @@ class SplitBrainAlexNet(nn.Module):
 
 # --- checkpoints ----------------------------------------------------------------------------------
 
-def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: SplitBrainAlexNet) -> Dict[str, torch.Tensor]:
+def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: SplitBrainAlexNet) -> dict[str, torch.Tensor]:
     """Fit a checkpoint of this architecture to ``model``, saying exactly which keys do not fit.
 
     Pretext heads in the checkpoint are dropped when the model has none (a classifier built for
@@ -486,8 +538,6 @@ def checkpoint_filter_fn(state_dict: Dict[str, torch.Tensor], model: SplitBrainA
 
 
 def _create_splitbrain_alexnet(variant: str, pretrained: bool = False, **kwargs: Any) -> SplitBrainAlexNet:
-    # Imported here: weights.py imports this module for config round trips.
-    from ..weights import resolve_pretrained_cfg_file
     if pretrained:
         kwargs['pretrained_cfg'] = resolve_pretrained_cfg_file(
             variant, kwargs.pop('pretrained_cfg', None), kwargs.pop('pretrained_cfg_overlay', None),
@@ -503,7 +553,7 @@ def _create_splitbrain_alexnet(variant: str, pretrained: bool = False, **kwargs:
     )
 
 
-def _cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
+def _cfg(url: str = '', **kwargs: Any) -> dict[str, Any]:
     return {
         'url': url, 'num_classes': 0, 'input_size': (3, 227, 227), 'pool_size': (13, 13),
         'min_input_size': (3, 96, 96), 'crop_pct': 1.0, 'interpolation': 'bilinear',

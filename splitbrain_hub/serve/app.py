@@ -2,7 +2,7 @@
 
 Request path for ``POST /v1/colorize``: the guard (``RequestGuard``) refuses new work while draining,
 counts the request as in flight and reads the body (bounded bytes and time) -> FastAPI parses the form
-and checks the parameters -> ``uploads.decode_image`` sniffs and decodes the image on a worker thread ->
+and checks the parameters -> ``images.decode_image`` sniffs and decodes the image on a worker thread ->
 ``MicroBatcher.submit`` waits for a shared forward pass -> the result is encoded on a worker thread.
 
 The model loads in the background after start-up: ``/healthz`` answers at once, ``/readyz`` only once
@@ -16,7 +16,7 @@ import signal
 import threading
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Dict, List, Literal, Optional
+from typing import Any, Literal
 
 from fastapi import FastAPI, File, Form, Query, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
@@ -29,13 +29,14 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .. import __version__
 from ..errors import SplitBrainError
+from ..images import IMAGE_FORMATS, decode_image
 from ..inference import DEFAULT_TEMPERATURE, FEATURE_LAYERS, SIZE_RANGE, TEMPERATURE_RANGE
 from ..upsample import DEFAULT_UPSAMPLE, UPSAMPLERS
 from .batcher import MicroBatcher, QueueFull
 from .config import CONFIG_ENV, ServeConfig
 from .engine import Engine, batch_key
-from .errors import ApiError, responses
-from .uploads import MEDIA_TYPES, choose_media_type, decode_image, encode_image
+from .errors import ApiError, refused_image, responses
+from .uploads import MEDIA_TYPES, choose_media_type, encode_image
 
 __all__ = ['create_app', 'app_from_env']
 
@@ -57,9 +58,9 @@ class ServiceState:
 
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
-        self.engine: Optional[Engine] = None
-        self.load_error: Optional[str] = None
-        self.batcher: Optional[MicroBatcher] = None
+        self.engine: Engine | None = None
+        self.load_error: str | None = None
+        self.batcher: MicroBatcher | None = None
         self.draining = False
         self.in_flight = 0
 
@@ -189,23 +190,22 @@ class Info(BaseModel):
     weights: str
     weights_sha256: str
     device: str
-    input_size: List[int]
+    input_size: list[int]
     ab_bins: int
-    limits: Dict[str, Any]
+    limits: dict[str, Any]
 
 
 _IMAGE_RESPONSE = {200: {'content': {media_type: {} for media_type in MEDIA_TYPES},
-                         'description': 'the result at the upload\'s full resolution: PNG (alpha kept) '
+                         'description': "the result at the upload's full resolution: PNG (alpha kept) "
                                         'or JPEG if the Accept header prefers image/jpeg'}}
 _PREDICT_ERRORS = ('empty_upload', 'corrupt_image', 'timeout', 'upload_too_large', 'too_many_pixels',
                    'unsupported_media_type', 'invalid_request', 'invalid_image', 'overloaded', 'not_ready',
                    'shutting_down', 'inference_timeout')
 
 
-def create_app(config: ServeConfig) -> FastAPI:
-    state = ServiceState(config)
-    temperature_low, temperature_high = TEMPERATURE_RANGE
-    size_low, size_high = SIZE_RANGE[0], min(SIZE_RANGE[1], config.max_size)
+def _lifespan(state: ServiceState):
+    """Start-up: the batcher, the model loading in the background, drain on SIGTERM; shut-down: stop both."""
+    config = state.config
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -217,16 +217,13 @@ def create_app(config: ServeConfig) -> FastAPI:
         yield
         loader.cancel()
         await state.batcher.stop()
+    return lifespan
 
-    app = FastAPI(title='splitbrain-hub', version=__version__, lifespan=lifespan,
-                  description='Colorize photos, predict lightness and extract features with the split-brain '
-                              'autoencoder. Every error is JSON: `{"error": <code>, "detail": <text>}`.')
-    app.add_middleware(RequestGuard, state=state)
-    app.mount('/static', StaticFiles(directory=STATIC_DIR), name='static')
 
-    # --- error answers ---
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every answer that is not a result is ``{"error": <code>, "detail": <text>}`` (see errors.py)."""
     @app.exception_handler(ApiError)
-    async def api_error(request: Request, error: ApiError):
+    async def refusal(request: Request, error: ApiError):
         return _error_response(error)
 
     @app.exception_handler(RequestValidationError)
@@ -244,77 +241,92 @@ def create_app(config: ServeConfig) -> FastAPI:
         _logger.exception('unexpected error on %s %s', request.method, request.url.path)
         return _error_response(ApiError(500, 'internal_error', 'an internal error; it has been logged'))
 
-    # --- the model, through the batcher ---
-    async def predict(image: UploadFile, key) -> Any:
-        state.require_engine()
-        data = await image.read()
+
+async def _predict(state: ServiceState, image: UploadFile, key) -> Any:
+    """Decode the upload on a worker thread, then wait for its share of a batched forward pass."""
+    config = state.config
+    state.require_engine()
+    data = await image.read()
+    try:
         decoded = await run_in_threadpool(decode_image, data, config.max_pixels, 'image')
-        try:
-            return await asyncio.wait_for(state.batcher.submit(key, decoded), config.request_timeout_s)
-        except QueueFull as e:
-            raise ApiError(503, 'overloaded', f'too busy: {e}', {'Retry-After': RETRY_AFTER_S}) from e
-        except asyncio.TimeoutError as e:
-            raise ApiError(504, 'inference_timeout',
-                           f'no result within {config.request_timeout_s:g} s; retry later') from e
-        except SplitBrainError as e:  # the model cannot take this image (mode, values...)
-            raise ApiError(422, 'invalid_image', str(e)) from e
+    except SplitBrainError as e:
+        raise refused_image(e) from e
+    try:
+        return await asyncio.wait_for(state.batcher.submit(key, decoded), config.request_timeout_s)
+    except QueueFull as e:
+        raise ApiError(503, 'overloaded', f'too busy: {e}', {'Retry-After': RETRY_AFTER_S}) from e
+    except asyncio.TimeoutError as e:
+        raise ApiError(504, 'inference_timeout', f'no result within {config.request_timeout_s:g} s; retry later') from e
+    except SplitBrainError as e:  # the model cannot take this image (mode, values...)
+        raise refused_image(e) from e
 
-    async def image_answer(request: Request, result) -> Response:
-        media_type = choose_media_type(request.headers.get('accept'))
-        body = await run_in_threadpool(encode_image, result.value, media_type)
-        return Response(body, media_type=media_type, headers={'X-Batch-Size': str(result.batch_size)})
 
-    image_field = File(..., description='the photo: JPEG, PNG, GIF, BMP, TIFF or WebP (sniffed from the bytes)')
+async def _image_answer(request: Request, result) -> Response:
+    media_type = choose_media_type(request.headers.get('accept'))
+    body = await run_in_threadpool(encode_image, result.value, media_type)
+    return Response(body, media_type=media_type, headers={'X-Batch-Size': str(result.batch_size)})
 
-    def temperature_field():
-        return Form(DEFAULT_TEMPERATURE, ge=temperature_low, le=temperature_high, allow_inf_nan=False,
-                    description='annealed-mean temperature: lower is more vivid, higher more sober')
 
-    def size_field():
-        return Form(None, ge=size_low, le=size_high,
-                    description="network input side in pixels (default: the model's own)")
+_IMAGE_FIELD = File(..., description=f'the photo: {", ".join(IMAGE_FORMATS)} (sniffed from the bytes)')
+_UPSAMPLE_FIELD = Form(DEFAULT_UPSAMPLE, description='how the coarse colour grid reaches full resolution: guided '
+                                                     "follows the edges of the photo's lightness, bilinear blurs "
+                                                     'colour across them')
 
-    upsample_field = Form(DEFAULT_UPSAMPLE, description='how the coarse colour grid reaches full resolution: guided '
-                                                        "follows the edges of the photo's lightness, bilinear blurs "
-                                                        'colour across them')
+
+def _temperature_field():
+    low, high = TEMPERATURE_RANGE
+    return Form(DEFAULT_TEMPERATURE, ge=low, le=high, allow_inf_nan=False,
+                description='annealed-mean temperature: lower is more vivid, higher more sober')
+
+
+def _size_field(config: ServeConfig):
+    return Form(None, ge=SIZE_RANGE[0], le=min(SIZE_RANGE[1], config.max_size),
+                description="network input side in pixels (default: the model's own)")
+
+
+def _add_model_routes(app: FastAPI, state: ServiceState) -> None:
+    """/v1/colorize, /v1/lightness, /v1/features: an upload in, the model's answer out."""
     predict_responses = {**_IMAGE_RESPONSE, **responses(*_PREDICT_ERRORS)}
 
     @app.post('/v1/colorize', response_class=Response, responses=predict_responses, tags=['model'])
-    async def colorize_route(request: Request, image: UploadFile = image_field,
-                             temperature: float = temperature_field(), size: Optional[int] = size_field(),
-                             upsample: Literal[tuple(UPSAMPLERS)] = upsample_field):
+    async def colorize_route(request: Request, image: UploadFile = _IMAGE_FIELD,
+                             temperature: float = _temperature_field(), size: int | None = _size_field(state.config),
+                             upsample: Literal[tuple(UPSAMPLERS)] = _UPSAMPLE_FIELD):
         """Colorize a photo from its lightness alone, at its full resolution (alpha kept in PNG)."""
-        result = await predict(image, batch_key('colorize', temperature=temperature, size=size, upsample=upsample))
-        return await image_answer(request, result)
+        key = batch_key('colorize', temperature=temperature, size=size, upsample=upsample)
+        return await _image_answer(request, await _predict(state, image, key))
 
     @app.post('/v1/lightness', response_class=Response, responses=predict_responses, tags=['model'])
-    async def lightness_route(request: Request, image: UploadFile = image_field,
-                              temperature: float = temperature_field(), size: Optional[int] = size_field()):
+    async def lightness_route(request: Request, image: UploadFile = _IMAGE_FIELD,
+                              temperature: float = _temperature_field(),
+                              size: int | None = _size_field(state.config)):
         """Predict the lightness of a photo from its colour alone: a greyscale image at full resolution."""
-        result = await predict(image, batch_key('lightness', temperature=temperature, size=size))
-        return await image_answer(request, result)
+        key = batch_key('lightness', temperature=temperature, size=size)
+        return await _image_answer(request, await _predict(state, image, key))
 
     @app.post('/v1/features', response_class=Response, tags=['model'], responses={
         200: {'content': {'application/octet-stream': {}},
               'description': 'a safetensors file: one float32 tensor (C, h, w) per layer, named by the layer'},
         **responses(*_PREDICT_ERRORS)})
     async def features_route(
-            image: UploadFile = image_field,
+            image: UploadFile = _IMAGE_FIELD,
             layers: str = Query('conv5', pattern=rf"^({'|'.join(FEATURE_LAYERS)})(,({'|'.join(FEATURE_LAYERS)}))*$",
                                 description='comma-separated layers, e.g. conv1,conv5'),
-            pool: Optional[int] = Query(None, ge=1, le=64, description='resize each map to pool x pool'),
-            size: Optional[int] = size_field()):
+            pool: int | None = Query(None, ge=1, le=64, description='resize each map to pool x pool'),
+            size: int | None = _size_field(state.config)):
         """Frozen conv features of both halves (concatenated), as the paper's linear probes read them."""
         names = list(dict.fromkeys(layers.split(',')))
-        result = await predict(image, batch_key('features', layers=names, pool=pool, size=size))
+        result = await _predict(state, image, batch_key('features', layers=names, pool=pool, size=size))
         body = await run_in_threadpool(safetensors_bytes, result.value)
         return Response(body, media_type='application/octet-stream', headers={'X-Batch-Size': str(result.batch_size)})
 
-    # --- service ---
+
+def _add_service_routes(app: FastAPI, state: ServiceState) -> None:
+    """/v1/info, the probes /healthz and /readyz, and the web page."""
     @app.get('/v1/info', response_model=Info, responses=responses('not_ready', 'shutting_down'), tags=['service'])
     async def info():
         """Version, weights and their sha256, device, network input size, number of ab bins, limits."""
-        limits = {name: getattr(config, name) for name in (
+        limits = {name: getattr(state.config, name) for name in (
             'max_upload_bytes', 'max_pixels', 'max_batch', 'max_wait_ms', 'max_queue', 'max_size',
             'request_timeout_s')}
         return {**state.require_engine().info(), 'limits': limits}
@@ -338,6 +350,18 @@ def create_app(config: ServeConfig) -> FastAPI:
     async def page():
         return FileResponse(STATIC_DIR / 'index.html')
 
+
+def create_app(config: ServeConfig) -> FastAPI:
+    """The service for ``config``: routes, error answers, the request guard; the model loads once it starts."""
+    state = ServiceState(config)
+    app = FastAPI(title='splitbrain-hub', version=__version__, lifespan=_lifespan(state),
+                  description='Colorize photos, predict lightness and extract features with the split-brain '
+                              'autoencoder. Every error is JSON: `{"error": <code>, "detail": <text>}`.')
+    app.add_middleware(RequestGuard, state=state)
+    app.mount('/static', StaticFiles(directory=STATIC_DIR), name='static')
+    _add_error_handlers(app)
+    _add_model_routes(app, state)
+    _add_service_routes(app, state)
     app.state.service = state
     return app
 

@@ -16,9 +16,10 @@ If a batch call raises, its images are retried one by one, so one bad image fail
 """
 import asyncio
 import time
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Hashable, List, Sequence, Tuple
+from typing import Any
 
 __all__ = ['BatchResult', 'MicroBatcher', 'QueueFull']
 
@@ -41,7 +42,7 @@ class _Pending:
     future: asyncio.Future
 
 
-RunBatch = Callable[[Hashable, Sequence[Any]], List[Any]]
+RunBatch = Callable[[Hashable, Sequence[Any]], list[Any]]
 
 
 class MicroBatcher:
@@ -91,7 +92,7 @@ class MicroBatcher:
         self._queue.put_nowait(_Pending(key, item, future))
         return await future
 
-    async def _gather_round(self) -> List[_Pending]:
+    async def _gather_round(self) -> list[_Pending]:
         first = await self._queue.get()
         batch = [first]
         deadline = time.monotonic() + self.max_wait_s
@@ -111,7 +112,7 @@ class MicroBatcher:
     async def _work(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            groups: Dict[Hashable, List[_Pending]] = {}
+            groups: dict[Hashable, list[_Pending]] = {}
             for pending in await self._gather_round():
                 groups.setdefault(pending.key, []).append(pending)
             for key, group in groups.items():
@@ -126,7 +127,7 @@ class MicroBatcher:
                     else:
                         pending.future.set_exception(value)
 
-    def _run_group(self, key: Hashable, items: List[Any]) -> Tuple[List[Tuple[bool, Any]], int]:
+    def _run_group(self, key: Hashable, items: list[Any]) -> tuple[list[tuple[bool, Any]], int]:
         """On the worker thread: the whole group in one call, or one by one if that fails.
 
         Returns (ok, result or exception) per item, and how many items shared each call.

@@ -42,9 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        import uvicorn
         import fastapi  # noqa: F401  (checked here so the message below names the extra)
         import multipart  # noqa: F401
+        import uvicorn
     except ImportError as e:
         raise SplitBrainError(f"serve: needs the optional web stack ({e.name} is missing): "
                               "pip install 'splitbrain-hub[serve]'") from e

@@ -1,7 +1,6 @@
 """The service's settings, as data: one dataclass the CLI fills, JSON-friendly so worker processes get it too."""
 import json
 from dataclasses import asdict, dataclass, fields
-from typing import Optional
 
 __all__ = ['ServeConfig', 'CONFIG_ENV']
 
@@ -24,8 +23,8 @@ class ServeConfig:
     host: str = '127.0.0.1'
     port: int = 8000
     workers: int = 1
-    weights: Optional[str] = None
-    device: Optional[str] = None
+    weights: str | None = None
+    device: str | None = None
     max_upload_bytes: int = 20 * 1024 * 1024
     max_pixels: int = 4096 * 4096
     max_batch: int = 32

@@ -4,16 +4,16 @@ Each operation is a table row: the ``splitbrain_hub`` function it calls and how 
 splits into one result per image. A batch key is ``(operation, parameters)``, where the parameters are
 the keyword arguments that change the forward pass; the micro-batcher only batches images with equal keys.
 """
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Dict, Hashable, List, Optional, Sequence
+from typing import Any
 
 from PIL import Image
 
 from .. import __version__
 from ..inference import colorize, extract_features, load_model, predict_lightness
 from ..quantize import ab_bin_count
-from ..weights import WEIGHTS_NAME, resolve_pretrained_cfg_file, sha256_of
+from ..weights import DEFAULT_ARCHITECTURE, sha256_of, weights_file
 
 __all__ = ['Engine', 'OPERATIONS', 'batch_key']
 
@@ -21,14 +21,14 @@ __all__ = ['Engine', 'OPERATIONS', 'batch_key']
 @dataclass(frozen=True)
 class Operation:
     run: Callable[..., Any]
-    per_image: Callable[[Any, int], List[Any]]
+    per_image: Callable[[Any, int], list[Any]]
 
 
-def _features_per_image(features: Dict[str, Any], count: int) -> List[Dict[str, Any]]:
+def _features_per_image(features: dict[str, Any], count: int) -> list[dict[str, Any]]:
     return [{layer: maps[i].cpu().contiguous() for layer, maps in features.items()} for i in range(count)]
 
 
-OPERATIONS: Dict[str, Operation] = {
+OPERATIONS: dict[str, Operation] = {
     'colorize': Operation(colorize, lambda results, count: results),
     'lightness': Operation(predict_lightness, lambda results, count: results),
     'features': Operation(extract_features, _features_per_image),
@@ -43,31 +43,24 @@ def batch_key(operation: str, **parameters: Any) -> Hashable:
 class Engine:
     """The loaded model and what ``/v1/info`` reports about it."""
 
-    def __init__(self, weights: Optional[str], device: Optional[str]) -> None:
+    def __init__(self, weights: str | None, device: str | None) -> None:
         self.model = load_model(weights, device)
         self.device = str(next(self.model.parameters()).device)
-        self.weights_file = self._weights_file(weights)
+        self.weights_file = weights_file(weights)
         self.weights_sha256 = sha256_of(self.weights_file)
 
-    @staticmethod
-    def _weights_file(weights: Optional[str]) -> Path:
-        if weights is None:
-            return Path(resolve_pretrained_cfg_file('splitbrain_alexnet').file)
-        path = Path(weights)
-        return path / WEIGHTS_NAME if path.is_dir() else path
-
-    def run_batch(self, key: Hashable, images: Sequence[Image.Image]) -> List[Any]:
+    def run_batch(self, key: Hashable, images: Sequence[Image.Image]) -> list[Any]:
         """One forward pass over ``images`` (called on the batcher's thread)."""
         name, parameters = key
         operation = OPERATIONS[name]
         results = operation.run(list(images), model=self.model, **dict(parameters))
         return operation.per_image(results, len(images))
 
-    def info(self) -> Dict[str, Any]:
+    def info(self) -> dict[str, Any]:
         cfg = self.model.pretrained_cfg or {}
         return {
             'version': __version__,
-            'architecture': cfg.get('architecture', 'splitbrain_alexnet'),
+            'architecture': cfg.get('architecture', DEFAULT_ARCHITECTURE),
             'weights': self.weights_file.name,
             'weights_sha256': self.weights_sha256,
             'device': self.device,

@@ -4,11 +4,19 @@ Every refusal is an ``ApiError`` with an HTTP status and a stable machine-readab
 app turns it into ``{"error": <code>, "detail": <what was wrong, for a human>}``. Nothing else ever
 reaches a client: unexpected exceptions become a bare ``internal_error`` without a stack trace.
 """
-from typing import Dict, Optional
 
 from pydantic import BaseModel
 
-__all__ = ['ApiError', 'ErrorBody', 'ERROR_CODES', 'responses']
+from ..errors import (
+    CorruptImageError,
+    EmptyImageError,
+    InputError,
+    SplitBrainError,
+    TooManyPixelsError,
+    UnsupportedFormatError,
+)
+
+__all__ = ['ApiError', 'ErrorBody', 'ERROR_CODES', 'INPUT_ERROR_CODES', 'refused_image', 'responses']
 
 
 class ErrorBody(BaseModel):
@@ -20,7 +28,7 @@ class ErrorBody(BaseModel):
 class ApiError(Exception):
     """A request the service refuses: ``status``, ``error`` (a code from ``ERROR_CODES``) and ``detail``."""
 
-    def __init__(self, status: int, error: str, detail: str, headers: Optional[Dict[str, str]] = None) -> None:
+    def __init__(self, status: int, error: str, detail: str, headers: dict[str, str] | None = None) -> None:
         super().__init__(detail)
         self.status, self.error, self.detail, self.headers = status, error, detail, headers or {}
 
@@ -45,9 +53,24 @@ ERROR_CODES = {
 }
 
 
-def responses(*codes: str) -> Dict[int, dict]:
+# The package's refusals of an image -> error codes; any other refusal is 'invalid_image'.
+INPUT_ERROR_CODES: dict[type[InputError], str] = {
+    EmptyImageError: 'empty_upload',
+    UnsupportedFormatError: 'unsupported_media_type',
+    CorruptImageError: 'corrupt_image',
+    TooManyPixelsError: 'too_many_pixels',
+}
+
+
+def refused_image(error: SplitBrainError) -> ApiError:
+    """The answer to an image the package refused (decoding it, or running the model on it)."""
+    code = next((code for kind, code in INPUT_ERROR_CODES.items() if isinstance(error, kind)), 'invalid_image')
+    return ApiError(ERROR_CODES[code][0], code, str(error))
+
+
+def responses(*codes: str) -> dict[int, dict]:
     """OpenAPI ``responses`` for a route that can answer with these error codes."""
-    by_status: Dict[int, list] = {}
+    by_status: dict[int, list] = {}
     for code in codes:
         status, when = ERROR_CODES[code]
         by_status.setdefault(status, []).append(f'`{code}`: {when}')
