@@ -74,7 +74,6 @@ SCENARIOS = (
     Scenario('disconnect_mid_upload', 10, '/v1/colorize', ()),
 )
 BURST = Scenario('drain_burst', 0, '/v1/colorize', (200,))  # the in-flight requests of the final SIGTERM
-REST_S = 15.0  # after the traffic, before the at-rest sample
 
 
 def encoded(image: Image.Image, fmt: str) -> bytes:
@@ -173,8 +172,7 @@ async def one_request(client: httpx.AsyncClient, port: int, scenario: Scenario, 
     return response.status_code
 
 
-async def run_clients(port: int, args: argparse.Namespace, start: float) -> list[dict]:
-    bodies = payloads()
+async def run_clients(port: int, args: argparse.Namespace, bodies: dict[str, bytes], start: float) -> list[dict]:
     rng = random.Random(args.seed)
     weights = [s.weight for s in SCENARIOS]
     records: list[dict] = []
@@ -228,16 +226,17 @@ async def drain_burst(port: int, body: bytes, clients: int, process: subprocess.
 async def soak(process: subprocess.Popen, port: int, tmpdir: Path,
                args: argparse.Namespace) -> tuple[list[dict], list[dict], dict, float]:
     """The traffic, the server samples, the server at rest afterwards, and when SIGTERM was sent."""
+    bodies = payloads()  # before the clock starts: the bomb alone takes seconds to encode
     start, stop, samples = time.monotonic(), asyncio.Event(), []
     sampler = asyncio.create_task(sample_server(process.pid, start, stop, samples))
-    records = await run_clients(port, args, start)
-    await asyncio.sleep(REST_S)
+    records = await run_clients(port, args, bodies, start)
+    await asyncio.sleep(args.rest_s)
     rss_mib, threads, _ = proc_sample(process.pid)
     at_rest = dict(rss_mib=round(rss_mib, 1), threads=threads, temp_files=sorted(p.name for p in tmpdir.rglob('*')))
     stop.set()
     await sampler
     sigterm_at = time.monotonic()
-    records += await drain_burst(port, payloads()['colorize_1024'], args.clients, process)
+    records += await drain_burst(port, bodies['colorize_1024'], args.clients, process)
     return records, samples, at_rest, sigterm_at
 
 
@@ -334,7 +333,7 @@ def summary(records: list[dict], samples: list[dict], duration_s: float) -> dict
         per = counts.setdefault(r['scenario'], {})
         per[str(r['status'])] = per.get(str(r['status']), 0) + 1
     # Before SIGTERM only: the workers' CPU time leaves the sum when they exit.
-    running = [s for s in samples if s['t'] < duration_s]
+    running = [s for s in samples if s['t'] < duration_s] or samples
     cpu_cores = (running[-1]['cpu_s'] - running[0]['cpu_s']) / max(running[-1]['t'] - running[0]['t'], 1e-9)
     return dict(requests=len(records), requests_per_s=round(len(records) / duration_s, 2), ok=len(ok),
                 p50_s=round(statistics.median(ok), 3) if ok else None,
@@ -372,6 +371,7 @@ def main(argv: list[str] | None = None) -> int:
                         help='server processes (one saturates at under one core: its model runs on one thread)')
     parser.add_argument('--max-requests', type=int, default=100_000, help='a bound on the loop besides time')
     parser.add_argument('--drain-timeout-s', type=float, default=30.0)
+    parser.add_argument('--rest-s', type=float, default=15.0, help='pause after the traffic before the at-rest sample')
     parser.add_argument('--seed', type=int, default=0)
     parser.add_argument('--weights', help='save_pretrained folder or .safetensors (default: the shipped weights)')
     parser.add_argument('--note', default='', help='what else ran on the machine meanwhile')

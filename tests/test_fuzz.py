@@ -10,7 +10,7 @@ import pytest
 
 pytest.importorskip('atheris')
 REPO = Path(__file__).resolve().parents[1]
-SECONDS = 10
+SECONDS = 5
 
 
 @pytest.mark.parametrize('target', ['caffe', 'image'])

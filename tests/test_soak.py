@@ -15,9 +15,11 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_short_soak_answers_and_drains(tmp_path):
     out = tmp_path / 'soak.json'
-    run = subprocess.run([sys.executable, str(REPO / 'scripts' / 'soak.py'), '--minutes', '0.17', '--warmup-s', '2',
-                          '--clients', '3', '--out', str(out), '--plot', str(tmp_path / 'soak.png')],
+    run = subprocess.run([sys.executable, str(REPO / 'scripts' / 'soak.py'), '--minutes', '0.1', '--warmup-s', '2',
+                          '--clients', '3', '--workers', '1', '--rest-s', '1', '--out', str(out),
+                          '--plot', str(tmp_path / 'soak.png')],
                          capture_output=True, text=True, timeout=240)
+    assert out.is_file(), run.stderr[-3000:]
     report = json.loads(out.read_text())
     checks = report['checks']
     assert checks['unexpected_answers']['ok'], checks['unexpected_answers']
