@@ -11,9 +11,10 @@ field, a bad parameter) and clients that announce a body and hang up half-way th
 samples the server's RSS, thread count and CPU time from /proc (Linux; all its processes together).
 
 Pass (each checked and written down, the script exits 1 if one fails):
-  * no 5xx except 503 carrying Retry-After, and no connection errors on complete requests;
+  * every answer is one its scenario allows (200 for good photos, the documented 4xx for bad uploads, 503 with
+    Retry-After for any): so no other 5xx, and no connection error on a complete request;
   * RSS grows by < 10 % after the warm-up (median of the last minute vs median of the minute after warm-up);
-  * no temp files in the server's TMPDIR, 15 s after the traffic and after exit; threads do not grow: the
+  * no temp files in the server's TMPDIR, ``--rest-s`` (15 s) after the traffic and after exit; threads do not grow: the
     largest count in the last minute, and the count at rest, exceed the largest in the minute after the
     warm-up by at most one per server process (pools grow on demand and keep idle threads);
   * SIGTERM, sent while a final burst of large photos is in flight, drains: each is answered 200 (or 503
