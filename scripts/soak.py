@@ -295,7 +295,7 @@ def windows(records: list[dict], duration_s: float) -> list[dict]:
 def verdict(records: list[dict], samples: list[dict], at_rest: dict, leftovers: list[str], drained: dict,
             args: argparse.Namespace) -> dict:
     """Each pass criterion: its measured value and whether it holds."""
-    bad = [r for r in records if r['status'] not in dict.fromkeys(expected_statuses(r['scenario']))]
+    bad = [r for r in records if r['status'] not in expected_statuses(r['scenario'])]
     # RSS and threads swing with the batches in flight: compare the minute after the warm-up with the last.
     warmup_s = args.warmup_s
     first = [s for s in samples if warmup_s <= s['t'] < warmup_s + 60] or samples[-1:]
