@@ -202,6 +202,34 @@ def test_export_round_trip_through_timm(resumed_runs, tmp_path):
         assert (got[name] - want[name]).abs().max() < 1e-2 * want[name].std()
 
 
+def test_init_weights_starts_from_an_export(resumed_runs, image_folder, tmp_path):
+    """--init_weights loads an export (fp16 widened to fp32); at lr 0 one step leaves those weights as they were."""
+    whole, _, _ = resumed_runs
+    export_main([f'--out_dir={whole}', f'--export_dir={tmp_path / "export"}'])
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    run = subprocess.run(_train_command(tmp_path / 'continued', image_folder, 1, f'--init_weights={tmp_path / "export"}',
+                                        '--lr=0'), cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    continued = torch.load(tmp_path / 'continued' / CHECKPOINT, weights_only=True)
+    assert continued['step'] == 1 and continued['config']['init_weights'] == str(tmp_path / 'export')
+    exported = load_safetensors(tmp_path / 'export' / 'model.safetensors')
+    for key, value in continued['model'].items():
+        assert value.dtype == torch.float32 and torch.equal(value, exported[key].float()), key
+
+
+def test_init_weights_of_another_model_is_refused(resumed_runs, image_folder, tmp_path):
+    whole, _, _ = resumed_runs
+    export_main([f'--out_dir={whole}', f'--export_dir={tmp_path / "export"}'])
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    command = _train_command(tmp_path / 'other', image_folder, 1, f'--init_weights={tmp_path / "export"}')
+    command[command.index(TINY)] = '--layers=' + json.dumps(
+        {'convs': TINY_LAYERS['convs'], 'fcs': [[name, chs // 2, *rest] for name, chs, *rest in TINY_LAYERS['fcs']]})
+    run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0
+    assert f"--init_weights={tmp_path / 'export'}: expected the weights of this run's model" in run.stderr
+    assert 'size mismatch for' in run.stderr
+
+
 def test_push_to_hub_then_load_by_hf_hub_id(resumed_runs, tmp_path, fake_hub, hf_env):
     """training.export --push_to_hub through huggingface_hub to a loopback Hub, then timm loads it by hf_hub_id."""
     whole, _, _ = resumed_runs

@@ -42,6 +42,7 @@ class Config:
     ab_prior: str = ''                            # JSON from `ab-prior`; '' estimates it at the start
     prior_images: int = 2048
     seed: int = 0
+    init_weights: str = ''                        # start from these weights (.safetensors or export folder), not random
     layers: str = ''                              # the model's layer table as JSON; '' is AlexNet's (ALEXNET_LAYERS)
     device: str = 'auto'                          # 'auto', 'cpu', 'cuda'
     amp: str = 'auto'                             # 'auto' (bf16 where native: CUDA, AVX-512 BF16/AMX CPUs), 'bf16', 'off'

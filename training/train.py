@@ -8,6 +8,9 @@ Launch (from the repository root):
     torchrun --standalone --nproc_per_node=8 -m training.train --out_dir=runs/release --max_steps=20000
     # a Table 2 ablation: another objective spec (see training/objectives.py)
     python -m training.train --objective=l_to_ab_reg --out_dir=runs/l_to_ab_reg
+    # continue training released weights (a fresh optimizer and lr schedule; e.g. a longer release run)
+    python -m training.train --out_dir=runs/release2 \
+        --init_weights=splitbrain_hub/weights/splitbrain_alexnet.tinyimagenet_128.safetensors
     # continue a killed run exactly where its last checkpoint left it (same config unless overridden)
     python -m training.train --out_dir=runs/release --resume
     # Hub-ready folder from the last checkpoint, and its upload: see training/export.py
@@ -40,6 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 from splitbrain_hub.errors import InputError
 from splitbrain_hub.files import atomic_write
 from splitbrain_hub.precision import autocast, autocast_dtype, precision_name
+from splitbrain_hub.weights import load_safetensors, weights_file
 from training.ab_prior import estimate_ab_prior, load_ab_prior, save_ab_prior
 from training.config import Config, build_model, layer_table, parse_args
 from training.data import BatchStream, build_index, make_loader
@@ -170,6 +174,15 @@ def restore(state: dict[str, Any], model: torch.nn.Module, optimizer: torch.opti
     return Progress(state['step'], state['images_seen'], state['train_seconds'])
 
 
+def load_init_weights(model: torch.nn.Module, path: str) -> None:
+    """Start from saved weights (fp16 ones are widened to the model's fp32); the optimizer and schedule start fresh."""
+    state_dict = load_safetensors(weights_file(path))
+    try:
+        model.load_state_dict(state_dict)
+    except RuntimeError as e:
+        raise InputError(f"--init_weights={path}: expected the weights of this run's model, got others ({e})") from e
+
+
 def drop_metrics_after(out_dir: Path, step: int) -> None:
     """Metrics written after the checkpoint by a killed run are replayed on resume: drop them."""
     rows = read_metrics(out_dir, step)
@@ -234,6 +247,8 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
     objective, ab_prior = make_objective(config, model, state, out_dir, master)
     optimizer = make_optimizer(config, model)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
+    if state is None and config.init_weights:
+        load_init_weights(model, config.init_weights)
     progress = Progress() if state is None else restore(state, model, optimizer, scheduler, device)
     if state is not None and master:
         drop_metrics_after(out_dir, progress.step)
