@@ -5,6 +5,7 @@ import configparser
 import re
 import subprocess
 import sys
+from functools import cache
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
@@ -24,12 +25,19 @@ def _names(requirements: str) -> list:
     return [re.sub(r'[-_.]+', '-', name).lower() for name in names if name]
 
 
+@cache
 def _modules_of(distribution: str) -> set:
     """Top-level import names the installed ``distribution`` provides; for one not installed here (an extra
     the README's install leaves out), its own name as a module."""
-    modules = {module for module, dists in packages_distributions().items()
+    modules = {module for module, dists in _installed().items()
                if distribution in {re.sub(r'[-_.]+', '-', d).lower() for d in dists}}
     return modules or {distribution.replace('-', '_')}
+
+
+@cache
+def _installed() -> dict:
+    """Top-level module -> distributions, read once: it scans every installed distribution's file list."""
+    return packages_distributions()
 
 
 def _imported_modules(folder: Path) -> set:
