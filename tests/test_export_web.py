@@ -115,11 +115,9 @@ def ab_of(rgb: np.ndarray) -> np.ndarray:
 
 
 @pytest.fixture(scope='module')
-def fp32(tmp_path_factory):
+def fp32(shipped_onnx):
     """The colorizer in float32, the reference for the page's float16 one."""
-    weights = shipped_weights_path('splitbrain_alexnet', 'tinyimagenet_128')
-    folder = tmp_path_factory.mktemp('fp32')
-    return export.export_onnx(splitbrain_hub.load_pretrained(weights), folder, graphs=('colorize',))['colorize']
+    return shipped_onnx['colorize']
 
 
 def test_page_colorizer_is_float16(site):
