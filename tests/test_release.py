@@ -3,7 +3,8 @@ import json
 
 import pytest
 
-from splitbrain_hub.weights import shipped_weights_path
+from splitbrain_hub.errors import WeightsError
+from splitbrain_hub.weights import sha256_of, shipped_weights_path
 from training import release
 
 
@@ -38,3 +39,14 @@ def test_a_lost_checkpoint_continues_from_the_last_export_with_the_steps_left(ru
     _export(run / 'from_step_1200', 500)  # lost again: steps count from the first run's start
     (run / 'from_step_1200' / 'ckpt.pt').unlink()
     assert release.current_run() == (run / 'from_step_1700', release.STEPS - 1700, run / 'from_step_1200' / 'export')
+
+
+def test_a_new_run_needs_the_96k_release_to_start_from(tmp_path, monkeypatch):
+    start, other = tmp_path / 'start.safetensors', tmp_path / 'other.safetensors'
+    start.write_bytes(b'the release to continue')
+    other.write_bytes(b'later weights')
+    monkeypatch.setattr(release, 'START_WEIGHTS_SHA256', sha256_of(start))
+    release.check_start_weights(start)
+    with pytest.raises(WeightsError, match=rf'other.safetensors: expected the 96,000-image release \(sha256 '
+                                           rf'{sha256_of(start)[:12]}'):
+        release.check_start_weights(other)

@@ -21,7 +21,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from splitbrain_hub.weights import CONFIG_NAME, shipped_weights_path  # noqa: E402
+from splitbrain_hub.errors import WeightsError  # noqa: E402
+from splitbrain_hub.weights import CONFIG_NAME, sha256_of, shipped_weights_path  # noqa: E402
 from training.config import RUNS_DIR  # noqa: E402
 from training.train import CHECKPOINT  # noqa: E402
 
@@ -29,6 +30,8 @@ RUN = RUNS_DIR / 'release_576k'
 STEPS = 7_500
 RECIPE = dict(objective='split_brain_cl', batch_size=64, lr=2e-4, warmup_steps=50, min_lr_ratio=0.1, seed=1,
               input_size=128, rebalance=True, rebalance_lambda=0.5, checkpoint_every=100, progress=False)
+# The 96,000-image release the run continues; once the new weights replace that file, take it from git history.
+START_WEIGHTS_SHA256 = '0b16dd95c71ef9a74a2ee9216c73d58a406618f559d85a6b5b63ead64e27dfe6'
 PRIOR = dict(prior_images=4096, seed=0)  # the release's own ab prior (MODEL_CARD.md: 145,116 cells, 196 bins)
 
 
@@ -60,6 +63,14 @@ def current_run() -> tuple[Path, int, Path]:
     return RUN, STEPS, shipped_weights_path('splitbrain_alexnet', 'tinyimagenet_128')
 
 
+def check_start_weights(path: Path) -> None:
+    """A new run must start from the 96,000-image weights, not from whatever file is shipped now."""
+    if sha256_of(path) != START_WEIGHTS_SHA256:
+        raise WeightsError(f'{path}: expected the 96,000-image release (sha256 {START_WEIGHTS_SHA256[:12]}...), got '
+                           f'other weights; write that file from git history (git log -- {path.name}) and pass '
+                           'nothing else')
+
+
 def first_step(out_dir: Path) -> int:
     return int(out_dir.name.removeprefix('from_step_')) if out_dir.name.startswith('from_step_') else 0
 
@@ -81,6 +92,8 @@ def main(argv: list[str]) -> None:
     if (out_dir / CHECKPOINT).is_file():
         flags.append('--resume')
     else:
+        if out_dir == RUN:
+            check_start_weights(init)
         flags.append(f'--init_weights={init}')
     python('-m', 'training.train', *flags)
     python('-m', 'training.export', f'--out_dir={out_dir}', f'--export_dir={out_dir / "export"}')
