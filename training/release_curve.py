@@ -41,6 +41,7 @@ BATCH = 64
 CURVE = RUN / 'curve'
 RESULTS = REPO / 'results' / 'release_curve.json'
 FIGURE = REPO / 'docs' / 'release_curve.png'
+STYLES = (('kodak', '-o', 'tab:blue'), ('val', '-s', 'tab:green'))  # (data, marker, colour): ours solid, grey dotted
 GOAL = dict(auc_rebalanced_over_grey=0.06, auc_over_grey=-0.01, chroma_tolerance=0.2)  # issue 12, Kodak
 
 
@@ -110,19 +111,21 @@ def plot(curve: list[dict], path: Path) -> None:
     images = [p['images_seen'] for p in curve]
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.6), constrained_layout=True)
     for axis, key, title in ((axes[0], 'auc_rebalanced', 'rebalanced AuC'), (axes[1], 'auc', 'AuC')):
-        for data, style in (('kodak', '-o'), ('val', '-s')):
-            axis.plot(images, [p[data][key] for p in curve], style, label=f'{data}, ours')
-            axis.plot(images, [p[f'{data}_grey'][key] for p in curve], ':', label=f'{data}, grey')
+        for data, style, colour in STYLES:
+            axis.plot(images, [p[data][key] for p in curve], style, color=colour, label=f'{data}, ours')
+            axis.plot(images, [p[f'{data}_grey'][key] for p in curve], ':', color=colour, label=f'{data}, grey')
         axis.set_title(title)
     axes[0].plot(images, [p['kodak_grey']['auc_rebalanced'] + GOAL['auc_rebalanced_over_grey'] for p in curve], '--k',
                  label='Kodak goal')
     axes[1].plot(images, [p['kodak_grey']['auc'] + GOAL['auc_over_grey'] for p in curve], '--k', label='Kodak goal')
-    for data, style in (('kodak', '-o'), ('val', '-s')):
-        axes[2].plot(images, [p[data]['chroma_pred'] / p[data]['chroma_true'] for p in curve], style, label=data)
+    for data, style, colour in STYLES:
+        axes[2].plot(images, [p[data]['chroma_pred'] / p[data]['chroma_true'] for p in curve], style, color=colour,
+                     label=data)
     axes[2].axhspan(1 - GOAL['chroma_tolerance'], 1 + GOAL['chroma_tolerance'], alpha=0.15, label='goal band')
     axes[2].set_title('chroma predicted / true')
     for axis in axes:
-        axis.set_xlabel('images seen')
+        axis.set_xlabel('images seen (thousands)')
+        axis.xaxis.set_major_formatter(lambda value, _: f'{value / 1000:.0f}')
         axis.legend(fontsize=7)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
