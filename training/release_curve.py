@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from splitbrain_hub.inference import DEFAULT_TEMPERATURE  # noqa: E402
-from splitbrain_hub.weights import CONFIG_NAME, sha256_of, shipped_weights_path, weights_file  # noqa: E402
+from splitbrain_hub.weights import CONFIG_NAME, sha256_of, shipped_weights_path  # noqa: E402
 from training.evaluate import (  # noqa: E402
     DATASET,
     colorization,
@@ -32,12 +32,11 @@ from training.evaluate import (  # noqa: E402
     write_json,
 )
 from training.export import export  # noqa: E402
-from training.release import RUN, START_WEIGHTS_SHA256, current_run, first_step  # noqa: E402
+from training.release import RECIPE, RUN, START_WEIGHTS_SHA256, current_run, first_step  # noqa: E402
 from training.train import CHECKPOINT, load_checkpoint  # noqa: E402
 
 KODAK = DATASET.parent / 'kodak'
 START_IMAGES = 96_000  # the shipped weights the run continues from
-BATCH = 64
 CURVE = RUN / 'curve'
 RESULTS = REPO / 'results' / 'release_curve.json'
 FIGURE = REPO / 'docs' / 'release_curve.png'
@@ -74,7 +73,7 @@ def measure(step: int, weights: str) -> dict:
         row = next(r for r in rows if r['model'] == model and r['temperature'] in (None, DEFAULT_TEMPERATURE))
         return {k: row[k] for k in ('auc', 'auc_rebalanced', 'psnr_db', 'chroma_pred', 'chroma_true')}
 
-    return dict(step=step, images_seen=START_IMAGES + BATCH * step, weights_sha256=loaded.sha256,
+    return dict(step=step, images_seen=START_IMAGES + RECIPE['batch_size'] * step, weights_sha256=loaded.sha256,
                 temperature=DEFAULT_TEMPERATURE, kodak=pick(kodak, loaded.name), kodak_grey=pick(kodak, 'grey'),
                 val=pick(val, loaded.name), val_grey=pick(val, 'grey'), val_images=val[0]['val_images'])
 
@@ -133,9 +132,9 @@ def plot(curve: list[dict], path: Path) -> None:
 
 def evaluate() -> list[dict]:
     curve = json.loads(RESULTS.read_text()) if RESULTS.is_file() else []
-    done = {p['weights_sha256'] for p in curve}
+    done = {p['step'] for p in curve}
     for step, weights in points():
-        if sha256_of(weights_file(weights)) not in done:
+        if step not in done:
             curve.append(measure(step, weights))
             curve.sort(key=lambda p: p['step'])
             write_json(curve, RESULTS)  # after every point: a stop loses at most the one being measured
