@@ -4,10 +4,11 @@ starts it, resumes it and exports it.
     python training/release.py            # start, or resume where it stopped (runs/release_576k outside the tree)
     python training/release.py --export   # the Hub folder of its last checkpoint, at any time -> <run>/export
 
-The recipe is the shipped release's (MODEL_CARD.md, "Training": batch 64, 128 px, Adam lr 2e-4 with 50 warm-up
-steps then cosine to 2e-5, class rebalancing with the 4,096-image ab prior) under bf16, continued from the
-shipped 96,000-image weights for 7,500 more steps (480,000 images): MODEL_CARD.md gives the short
-scratch-vs-continue comparison that decided it. Seed 1, so the batches are not the release's own again.
+The recipe is the 96,000-image release's (MODEL_CARD.md, "The first 96,000 images": batch 64, 128 px, Adam
+lr 2e-4 with 50 warm-up steps then cosine to 2e-5, class rebalancing with the 4,096-image ab prior) under bf16,
+continued from those weights (in git history since this run's weights replaced them) for 7,500 more steps
+(480,000 images): MODEL_CARD.md gives the short scratch-vs-continue comparison that decided it. Seed 1, so the
+batches are not the release's own again.
 
 Resuming: from the run's checkpoint, exactly (``training.train --resume``). If the checkpoint is lost, from the
 run's last export with the steps it had left and a fresh optimizer, in a sub-folder ``from_step_<n>``;
@@ -30,8 +31,9 @@ RUN = RUNS_DIR / 'release_576k'
 STEPS = 7_500
 RECIPE = dict(objective='split_brain_cl', batch_size=64, lr=2e-4, warmup_steps=50, min_lr_ratio=0.1, seed=1,
               input_size=128, rebalance=True, rebalance_lambda=0.5, checkpoint_every=100, progress=False)
-# The 96,000-image release the run continues; once the new weights replace that file, take it from git history.
+# The 96,000-image release the run continues; since the new weights replaced that file, it lives in git history.
 START_WEIGHTS_SHA256 = '0b16dd95c71ef9a74a2ee9216c73d58a406618f559d85a6b5b63ead64e27dfe6'
+START_WEIGHTS_GIT = '5086638:splitbrain_hub/weights/splitbrain_alexnet.tinyimagenet_128.safetensors'
 PRIOR = dict(prior_images=4096, seed=0)  # the release's own ab prior (MODEL_CARD.md: 145,116 cells, 196 bins)
 
 
@@ -50,7 +52,7 @@ def ab_prior() -> Path:
 
 def current_run() -> tuple[Path, int, Path]:
     """(out_dir, max_steps, init weights) of the run to go on with: the newest folder with a checkpoint, else one
-    continuing the newest export, else a new run from the shipped weights."""
+    continuing the newest export, else a new run from the shipped file, which must hold the 96,000-image weights."""
     runs = sorted([RUN, *RUN.glob('from_step_*')], key=first_step)  # the chain of runs, oldest first
     for out_dir in reversed(runs):
         if (out_dir / CHECKPOINT).is_file():
@@ -67,8 +69,8 @@ def check_start_weights(path: Path) -> None:
     """A new run must start from the 96,000-image weights, not from whatever file is shipped now."""
     if sha256_of(path) != START_WEIGHTS_SHA256:
         raise WeightsError(f'{path}: expected the 96,000-image release (sha256 {START_WEIGHTS_SHA256[:12]}...), got '
-                           f'other weights; write that file from git history (git log -- {path.name}) and pass '
-                           'nothing else')
+                           f'other weights; put it back from git history (git show {START_WEIGHTS_GIT} > {path}), run '
+                           'again, then git checkout the file')
 
 
 def first_step(out_dir: Path) -> int:

@@ -36,7 +36,7 @@ from training.release import RECIPE, RUN, START_WEIGHTS_SHA256, current_run, fir
 from training.train import CHECKPOINT, load_checkpoint  # noqa: E402
 
 KODAK = DATASET.parent / 'kodak'
-START_IMAGES = 96_000  # the shipped weights the run continues from
+START_IMAGES = 96_000  # the weights the run continues from (the previous release)
 CURVE = RUN / 'curve'
 RESULTS = REPO / 'results' / 'release_curve.json'
 FIGURE = REPO / 'docs' / 'release_curve.png'
