@@ -293,7 +293,7 @@ WEB_GRAPHS = ('prepare', 'colorize', 'recombine')
 
 def to_fp16(path: Path) -> None:
     """Store and run an ONNX file's network in float16, its inputs and outputs left float32: half the download.
-    onnxruntime-web's wasm backend runs it to within 1 Lab unit of fp32 on the 8-bit result (the browser test)."""
+    onnxruntime-web's wasm backend runs it to within one 8-bit level of fp32 on the result (the browser test)."""
     import onnx
     from onnxconverter_common import float16
     with warnings.catch_warnings():  # it warns about each weight below fp16's smallest number, set to that number
