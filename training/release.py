@@ -34,6 +34,7 @@ RECIPE = dict(objective='split_brain_cl', batch_size=64, lr=2e-4, warmup_steps=5
 # The 96,000-image release the run continues; since the new weights replaced that file, it lives in git history.
 START_WEIGHTS_SHA256 = '0b16dd95c71ef9a74a2ee9216c73d58a406618f559d85a6b5b63ead64e27dfe6'
 START_WEIGHTS_GIT = '5086638:splitbrain_hub/weights/splitbrain_alexnet.tinyimagenet_128.safetensors'
+START_IMAGES = 96_000  # images those weights had seen
 PRIOR = dict(prior_images=4096, seed=0)  # the release's own ab prior (MODEL_CARD.md: 145,116 cells, 196 bins)
 
 

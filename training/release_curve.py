@@ -32,11 +32,10 @@ from training.evaluate import (  # noqa: E402
     write_json,
 )
 from training.export import export  # noqa: E402
-from training.release import RECIPE, RUN, START_WEIGHTS_SHA256, current_run, first_step  # noqa: E402
+from training.release import RECIPE, RUN, START_IMAGES, START_WEIGHTS_SHA256, current_run, first_step  # noqa: E402
 from training.train import CHECKPOINT, load_checkpoint  # noqa: E402
 
 KODAK = DATASET.parent / 'kodak'
-START_IMAGES = 96_000  # the weights the run continues from (the previous release)
 CURVE = RUN / 'curve'
 RESULTS = REPO / 'results' / 'release_curve.json'
 FIGURE = REPO / 'docs' / 'release_curve.png'
