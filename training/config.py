@@ -52,6 +52,7 @@ class Config:
     threads: int = 0                              # torch CPU threads; 0 leaves torch's default
     num_workers: int = 1
     checkpoint_every: int = 50
+    snapshot_every: int = 0                       # also keep the weights every N steps (out_dir/snapshots/step_N): a curve
     log_every: int = 10
     progress: bool = True
 

@@ -43,7 +43,7 @@ from torch.nn.parallel import DistributedDataParallel
 from splitbrain_hub.errors import InputError
 from splitbrain_hub.files import atomic_write
 from splitbrain_hub.precision import autocast, autocast_dtype, precision_name
-from splitbrain_hub.weights import load_safetensors, weights_file
+from splitbrain_hub.weights import load_safetensors, save_pretrained, weights_file
 from training.ab_prior import estimate_ab_prior, load_ab_prior, save_ab_prior
 from training.config import Config, build_model, layer_table, parse_args
 from training.data import BatchStream, build_index, make_loader
@@ -208,6 +208,12 @@ def checkpoint_state(config: Config, model: torch.nn.Module, optimizer: torch.op
                                             cuda=torch.cuda.get_rng_state() if device.type == 'cuda' else None))
 
 
+def save_snapshot(out_dir: Path, model: torch.nn.Module, progress: Progress) -> Path:
+    """The weights as they are now (fp16 Hub folder ``out_dir/snapshots/step_NNNNNN``): a point of the run's curve."""
+    folder = out_dir / 'snapshots' / f'step_{progress.step:06d}'
+    return save_pretrained(model, folder, dtype=torch.float16, extra_config={'training': dataclasses.asdict(progress)})
+
+
 class LossWindow:
     """Losses and timings summed over the steps since the last metrics row."""
 
@@ -292,6 +298,8 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
         if (progress.step % config.checkpoint_every == 0 or last) and master:
             save_checkpoint(out_dir / CHECKPOINT, checkpoint_state(config, model, optimizer, scheduler, progress,
                                                                    precision, len(samples), ab_prior, device))
+        if config.snapshot_every and progress.step % config.snapshot_every == 0 and master:
+            save_snapshot(out_dir, model, progress)
     bar.close()
     if dist.is_initialized():
         dist.destroy_process_group()
