@@ -41,7 +41,7 @@ PRIOR = dict(prior_images=4096, seed=0)
 START_WEIGHTS = shipped_weights_path('splitbrain_alexnet', 'tinyimagenet_128')  # the 576,000-image release
 START_WEIGHTS_SHA256 = 'aae657c63646e0576c333148665cef7b94bdf41a4d19e15a3e9c0f3df827bf19'
 ARMS = {'continue': START_WEIGHTS, 'scratch': None}
-AB_STEPS, AB_SNAPSHOT = 300, 100
+AB_STEPS, AB_SNAPSHOT = 200, 100
 RELEASE_STEPS, RELEASE_SNAPSHOT = 4_700, 500  # 300,800 images
 RELEASE_INIT = 'continue'  # the A/B's choice (results/release_227_ab.json)
 
