@@ -259,6 +259,23 @@ def make_manifest(sources: dict[str, Path], config: BuildConfig, rows: list[list
     }
 
 
+def summary_markdown(manifest: dict) -> str:
+    """The manifest's counts as a Markdown table: one row per source, then the totals."""
+    kinds = sorted({k for source in manifest['sources'].values() for k in source['counts']} - {'files', 'train', 'val'})
+    recipe = manifest['recipe']
+    lines = [f"Short side {recipe['short_side']} px (never upscaled), JPEG quality {recipe['quality']} "
+             f"({recipe['jpeg_subsampling']}), validation share {recipe['val_fraction']} per source (seed "
+             f"{recipe['seed']}), near-grey: 95th-percentile chroma < {recipe['near_grey_chroma']}, too small: "
+             f"short side < {recipe['min_short_side']}; Pillow {recipe['pillow']}; {len(manifest['shards'])} shards.", '',
+             '| source | commit | files | train | val | ' + ' | '.join(f'left out: {k}' for k in kinds) + ' |',
+             '|---' * (5 + len(kinds)) + '|']
+    rows = [(name, source.get('commit', '')[:12], source['counts']) for name, source in manifest['sources'].items()]
+    for name, commit, counts in [*rows, ('**all**', '', manifest['totals'])]:
+        cells = [counts.get(k, 0) for k in ('files', 'train', 'val', *kinds)]
+        lines.append(f'| {name} | {commit} | ' + ' | '.join(f'{c:,}' for c in cells) + ' |')
+    return '\n'.join(lines) + '\n'
+
+
 def parse_args(argv: list[str]) -> tuple[dict[str, Path], Path, Path, BuildConfig]:
     """``--source=NAME=PATH`` (repeatable), ``--out=DIR``, ``--manifest=FILE`` and every BuildConfig field."""
     sources, paths, fields = {}, {}, {f.name: f.type for f in dataclasses.fields(BuildConfig)}

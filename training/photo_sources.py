@@ -5,7 +5,7 @@
 Each source is a bare git snapshot (``<mirrors>/<owner>+<name>/repo``, as the ``fetch`` tool brings it, or any
 ``git clone --bare``). Its photos at the pinned commit are extracted with ``git archive`` into
 ``<data>/sources/<name>/`` (outside the work tree), then ``training.build_shards`` turns all four into shards
-under ``<data>/photos_256/`` and writes ``results/photos_manifest.json``. ``<data>`` is
+under ``<data>/photos_256/`` and writes ``results/photos_manifest.json`` (and its counts, ``.md``). ``<data>`` is
 ``$SPLITBRAIN_HUB_DATA`` or ``~/.cache/splitbrain_hub/data``. Every step is deterministic: the same commits
 give the same shards, byte for byte (with the same Pillow).
 """
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from splitbrain_hub.errors import InputError
-from training.build_shards import BuildConfig, build
+from training.build_shards import BuildConfig, build, summary_markdown
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get('SPLITBRAIN_HUB_DATA', '~/.cache/splitbrain_hub/data')).expanduser()
@@ -75,6 +75,7 @@ def main(argv: list[str]) -> int:
     provenance = {s.name: {'repository': s.repository, 'commit': s.commit, 'folders': list(s.folders)}
                   for s in SOURCES}
     manifest = build(sources, SHARDS, CONFIG, MANIFEST, provenance)
+    MANIFEST.with_suffix('.md').write_text(f'# The photo shards\n\n{summary_markdown(manifest)}')
     print({'totals': manifest['totals'], 'shards': len(manifest['shards'])})
     return 0
 
