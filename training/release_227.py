@@ -118,7 +118,8 @@ def main(argv: list[str]) -> None:
         for arm, init in ARMS.items():
             train(RUNS / f'ab_{arm}', AB_STEPS, AB_SNAPSHOT, init)
     elif stage == 'ab-evaluate':
-        weights = {f'{arm}@{s.name}': s for arm in ARMS for s in snapshots(RUNS / f'ab_{arm}')}
+        weights = {'release_576k': START_WEIGHTS,
+                   **{f'{arm}@{s.name}': s for arm in ARMS for s in snapshots(RUNS / f'ab_{arm}')}}
         evaluate(weights, val_photos(), REPO / 'results' / 'release_227_ab_val.json')
     elif stage == 'run':
         train(RUNS / 'release', RELEASE_STEPS, RELEASE_SNAPSHOT, ARMS[RELEASE_INIT])
