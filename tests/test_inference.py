@@ -11,9 +11,9 @@ from PIL import Image
 
 import splitbrain_hub
 from splitbrain_hub import InputError, WeightsError, colorize, extract_features, inference, predict_lightness
-from splitbrain_hub.color import lab_to_rgb, rgb_to_lab
 from splitbrain_hub.inference import load_model, resolve_device
-from splitbrain_hub.quantize import ab_bin_centers, l_bin_centers
+from splitbrain_hub.ops.bins import ab_bin_centers, l_bin_centers
+from splitbrain_hub.ops.color import lab_to_rgb, rgb_to_lab
 
 # The smallest input the network takes keeps the tests fast; colorize reads it from the model's cfg.
 SMALL = dict(pretrained_cfg_overlay=dict(input_size=(3, 96, 96)))
@@ -146,7 +146,7 @@ def test_colorize_recombines_predicted_ab_with_full_resolution_lightness(ab_mode
 def test_stripes_give_the_same_result_as_whole_images(model, monkeypatch, predict, kwargs, atol):
     images = torch.rand(2, 3, 37, 53)
     whole = predict(images, model=model, amp='off', **kwargs)  # fp32: bf16 kernels may round differently call to call
-    monkeypatch.setattr(splitbrain_hub.inference, 'STRIPE_PIXELS', 300)  # 2 x 53 x 2 rows: 19 stripes
+    monkeypatch.setattr(splitbrain_hub.prediction, 'PIXELS_PER_PASS', 300)  # 2 x 53 x 2 rows: 19 stripes
     torch.testing.assert_close(predict(images, model=model, amp='off', **kwargs), whole, atol=atol, rtol=0)
 
 
@@ -171,7 +171,7 @@ def test_regression_heads_are_decoded_by_the_regression_scale():
 
 
 def test_upsample_options(model):
-    from splitbrain_hub.upsample import GuidedFilter
+    from splitbrain_hub.ops.upsample import GuidedFilter
     photo = torch.rand(2, 3, 60, 80, generator=torch.Generator().manual_seed(4))
     bilinear, guided = (colorize(photo, model=model, upsample=u, amp='off') for u in ('bilinear', 'guided'))
     custom = colorize(photo, model=model, upsample=GuidedFilter(), amp='off')
@@ -281,17 +281,17 @@ def test_missing_weights_are_a_weights_error(tmp_path):
 
 
 def test_default_model_without_shipped_weights_says_where_it_looked(monkeypatch, tmp_path, hf_env):
-    from splitbrain_hub import weights
+    from splitbrain_hub import hub
     hf_env(HF_HUB_OFFLINE='1')  # the Hub cannot give the release either
-    monkeypatch.setattr(weights, 'SHIPPED_DIR', tmp_path / 'not-shipped')
+    monkeypatch.setattr(hub.sources, 'SHIPPED_DIR', tmp_path / 'not-shipped')
     monkeypatch.setattr(inference, '_model_cache', {})
     with pytest.raises(WeightsError, match=r'no pretrained weights for .*shipped file .*not-shipped'):
         colorize(_photo())
 
 
 def test_default_pretrained_model_colorizes_the_sample_photo():
+    from splitbrain_hub.hub import shipped_weights_path
     from splitbrain_hub.images import SAMPLE_PHOTO
-    from splitbrain_hub.weights import shipped_weights_path
     if not shipped_weights_path('splitbrain_alexnet', 'tinyimagenet_128').is_file():
         pytest.skip('no release weights shipped yet')
     out = colorize(SAMPLE_PHOTO, device='cpu')

@@ -17,11 +17,11 @@ from huggingface_hub import ModelCard
 from PIL import Image
 
 import splitbrain_hub  # noqa: F401
-from splitbrain_hub.color import rgb_to_lab
 from splitbrain_hub.errors import InputError
+from splitbrain_hub.hub import load_safetensors, sha256_of
 from splitbrain_hub.models.splitbrain_alexnet import ALEXNET_LAYERS
-from splitbrain_hub.quantize import ab_bin_count
-from splitbrain_hub.weights import load_safetensors, sha256_of
+from splitbrain_hub.ops.bins import ab_bin_count
+from splitbrain_hub.ops.color import rgb_to_lab
 from training.config import parse_args
 from training.data import BatchStream, build_index, make_loader
 from training.export import main as export_main

@@ -27,11 +27,13 @@ from safetensors.torch import save as safetensors_bytes
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__
 from ..errors import SplitBrainError
 from ..images import IMAGE_FORMATS, decode_image
-from ..inference import DEFAULT_TEMPERATURE, FEATURE_LAYERS, SIZE_RANGE, TEMPERATURE_RANGE
-from ..upsample import DEFAULT_UPSAMPLE, UPSAMPLERS
+from ..inference import FEATURE_LAYERS, TEMPERATURE_RANGE
+from ..ops.bins import DEFAULT_TEMPERATURE
+from ..ops.upsample import DEFAULT_UPSAMPLE, UPSAMPLERS
+from ..prediction import SIZE_RANGE
+from ..version import __version__
 from .batcher import MicroBatcher, QueueFull
 from .config import CONFIG_ENV, ServeConfig
 from .engine import Engine, batch_key
