@@ -3,6 +3,8 @@
 The models here are randomly initialised or have their pretext heads set by hand so the decoded values are
 known: the tests check kinds, shapes, resolution, decoding and errors, never the release's quality.
 """
+import os
+
 import numpy as np
 import pytest
 import timm
@@ -272,6 +274,18 @@ def test_load_model_from_saved_folder_and_bare_file_is_cached(model, tmp_path):
     assert load_model(bare).pretrained_cfg['input_size'] == (3, 128, 128)  # a bare file gets the default cfg
     np.testing.assert_array_equal(colorize(photo, model=load_model(bare), size=96), colorize(photo, model=model))
     np.testing.assert_array_equal(colorize(photo, model=loaded), colorize(photo, model=model))
+
+
+def test_a_weights_file_replaced_in_place_is_loaded_again(model, ab_model, tmp_path):
+    splitbrain_hub.save_pretrained(model, tmp_path / 'ckpt')
+    first = load_model(tmp_path / 'ckpt', device='cpu')
+    weights = tmp_path / 'ckpt' / 'model.safetensors'
+    stamp = weights.stat().st_mtime_ns
+    splitbrain_hub.save_pretrained(ab_model, tmp_path / 'ckpt')  # atomically replaced: a new file at the same path
+    os.utime(weights, ns=(stamp + 10**9, stamp + 10**9))  # a later mtime even where the clock is coarse
+    second = load_model(tmp_path / 'ckpt', device='cpu')
+    assert second is not first and load_model(tmp_path / 'ckpt', device='cpu') is second
+    torch.testing.assert_close(second.pretext['l_half'].bias, ab_model.pretext['l_half'].bias)
 
 
 def test_missing_weights_are_a_weights_error(tmp_path):
