@@ -1,4 +1,6 @@
-"""One command as several processes under ``torchrun``: which process this is, its device, its share.
+"""One job as several processes under ``torchrun``: which process this is, its device, its share, its group.
+
+The CLI's batch commands and the trainer (``training/train.py``) both read their rank here.
 
 PyTorch's launcher starts the processes and tells each, through environment variables, its ``RANK``
 among ``WORLD_SIZE`` processes and its ``LOCAL_RANK`` among the ``LOCAL_WORLD_SIZE`` on its machine.
@@ -8,8 +10,9 @@ disjoint, together they are everything, and they depend only on the inputs and t
 on timing or on which outputs exist already: a rerun hands every rank the same share, so each rank
 checks its own outputs for skip-existing, and a rank that died is the only one with work left.
 
-``torch.distributed`` is used for one thing, gathering the ranks' counts at the end (gloo on the CPU,
-NCCL on CUDA), so that rank 0 prints one summary and every rank returns the same exit status.
+For the CLI, ``torch.distributed`` is used for one thing, gathering the ranks' counts at the end (gloo on
+the CPU, NCCL on CUDA), so that rank 0 prints one summary and every rank returns the same exit status; the
+trainer's DDP runs in the same ``process_group``.
 Without torchrun's variables there is one rank and no process group: nothing changes.
 """
 import os

@@ -250,8 +250,8 @@ class GemmConv2d(nn.Conv2d):
 
     Why: fc6 is a 6x6 convolution with dilation 2 on the small conv5 grid, most of the network's work. On
     CPUs oneDNN's dilated convolution does not use the bf16 matrix units; as one GEMM, fc6's forward +
-    backward in bf16 runs about twice as fast, and fp32 about as fast (figures: MODEL_CARD.md, "Engineering
-    notes"). The pretext heads are 1x1 instances: oneDNN's bf16 weight gradient of a 1x1 convolution from
+    backward in bf16 runs about twice as fast, and fp32 about as fast (figures: MODEL_CARD.md, "Training speed
+    and precision"). The pretext heads are 1x1 instances: oneDNN's bf16 weight gradient of a 1x1 convolution from
     4096 channels to 1-8 (the regression heads) has corrupted the heap on CPUs with AVX-512 BF16 (see
     ``tests/test_models.py::test_regression_head_bf16_backward``); as a GEMM it is correct.
     """
