@@ -22,5 +22,5 @@ def splitbrain_alexnet(pretrained: bool = True, **kwargs):
     """
     import timm
 
-    from splitbrain_hub.weights import DEFAULT_ARCHITECTURE  # importing the package registers the model with timm
+    from splitbrain_hub.hub import DEFAULT_ARCHITECTURE  # importing the package registers the model with timm
     return timm.create_model(DEFAULT_ARCHITECTURE, pretrained=pretrained, **kwargs)

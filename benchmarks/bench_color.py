@@ -1,4 +1,4 @@
-"""Colour conversion alone: splitbrain_hub.color (torch) vs scikit-image, rgb -> Lab -> rgb at 1 megapixel.
+"""Colour conversion alone: splitbrain_hub.ops.color (torch) vs scikit-image, rgb -> Lab -> rgb at 1 megapixel.
 
     python benchmarks/bench_color.py [--rounds 7]
 """
@@ -9,7 +9,7 @@ import torch
 from _timing import add_threads_argument, apply_threads, machine, measure
 from skimage import color as skcolor
 
-from splitbrain_hub.color import lab_to_rgb, rgb_to_lab
+from splitbrain_hub.ops.color import lab_to_rgb, rgb_to_lab
 
 
 def main() -> None:

@@ -20,11 +20,11 @@ from PIL import Image
 from skimage import color as skcolor
 
 from splitbrain_hub import WeightsError, colorize
-from splitbrain_hub.color import rgb_to_lab
+from splitbrain_hub.hub import DEFAULT_ARCHITECTURE
 from splitbrain_hub.images import SAMPLE_PHOTO
 from splitbrain_hub.inference import load_model
-from splitbrain_hub.upsample import UPSAMPLERS
-from splitbrain_hub.weights import DEFAULT_ARCHITECTURE
+from splitbrain_hub.ops.color import rgb_to_lab
+from splitbrain_hub.ops.upsample import UPSAMPLERS
 
 
 def main() -> None:

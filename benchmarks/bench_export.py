@@ -2,7 +2,7 @@
 
     python benchmarks/bench_export.py [--weights PATH] [--onnx-dir DIR] [--photos DIR] [--rounds 7] [--skip-timing]
 
-Exports the graphs of ``splitbrain_hub.export`` (into ``--onnx-dir``, reused when its files exist) and the web
+Exports the graphs of ``splitbrain_hub.deploy.export`` (into ``--onnx-dir``, reused when its files exist) and the web
 page's float16 colorizer, then prints:
 
 - parity (issue 14) at batch 1 and 5, at 128x128 and 192x256: colorize and lightness max |ab - ab_torch|

@@ -20,7 +20,7 @@ import torchvision
 from _timing import add_threads_argument, apply_threads, machine, measure
 
 from splitbrain_hub import extract_features
-from splitbrain_hub.weights import DEFAULT_ARCHITECTURE
+from splitbrain_hub.hub import DEFAULT_ARCHITECTURE
 
 
 def main() -> None:

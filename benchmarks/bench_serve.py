@@ -31,8 +31,8 @@ import torch
 from PIL import Image
 
 import splitbrain_hub
+from splitbrain_hub.hub import DEFAULT_ARCHITECTURE, shipped_weights_path
 from splitbrain_hub.inference import load_model
-from splitbrain_hub.weights import DEFAULT_ARCHITECTURE, shipped_weights_path
 
 CLIENTS = (1, 4, 16, 64)
 

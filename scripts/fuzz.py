@@ -27,7 +27,7 @@ import atheris
 
 # Coverage is tracked in our code and Pillow's Python parts only (instrumenting torch would take minutes).
 with atheris.instrument_imports(include=['splitbrain_hub', 'PIL']):
-    from splitbrain_hub.caffe import read_caffemodel
+    from splitbrain_hub.deploy.caffe import read_caffemodel
     from splitbrain_hub.errors import ConversionError, InputError
     from splitbrain_hub.images import DEFAULT_MAX_PIXELS, decode_image
     from splitbrain_hub.serve.config import ServeConfig

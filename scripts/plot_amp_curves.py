@@ -1,6 +1,6 @@
 """fp32 vs bf16 training, same recipe and seed: loss curves side by side, and the final-window losses.
 
-    python scripts/plot_amp_curves.py [--runs ~/.cache/splitbrain_hub/runs] [--out docs/amp_curves.png]
+    python -m scripts.plot_amp_curves [--runs ~/.cache/splitbrain_hub/runs] [--out docs/amp_curves.png]
 
 Reads ``metrics.jsonl`` of the runs ``amp_off`` and ``amp_bf16`` (launched as in MODEL_CARD.md: the
 release recipe with ``--amp=off`` / ``--amp=bf16``, ``--seed=0``, 150 steps). The final window is the mean
@@ -9,7 +9,6 @@ of the last 50 steps (five logged 10-step windows); the goal is bf16 within 2 % 
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import matplotlib
@@ -17,8 +16,7 @@ import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for training/
-from training.config import RUNS_DIR  # noqa: E402
+from training.config import RUNS_DIR
 
 RUNS = {'fp32 (--amp=off)': 'amp_off', 'bf16 (--amp=bf16)': 'amp_bf16'}
 FINAL_WINDOWS = 5  # 5 logged windows of 10 steps: the last 50 steps

@@ -1,7 +1,7 @@
 """Soak test of ``splitbrain-hub serve``: minutes of mixed traffic on loopback, then a SIGTERM drain.
 
-    python scripts/soak.py                          # 12 minutes, 8 clients, 2 server processes, shipped weights
-    python scripts/soak.py --minutes 1 --out /tmp/soak.json --plot /tmp/soak.png   # a quick look
+    python -m scripts.soak                          # 12 minutes, 8 clients, 2 server processes, shipped weights
+    python -m scripts.soak --minutes 1 --out /tmp/soak.json --plot /tmp/soak.png   # a quick look
 
 It starts the service as a user would (``python -m splitbrain_hub.serve``, 127.0.0.1, a free port, its own
 empty TMPDIR) and runs ``--clients`` asyncio clients until ``--minutes`` have passed or ``--max-requests``
@@ -42,9 +42,9 @@ import httpx
 import numpy as np
 from PIL import Image
 
+from splitbrain_hub.files import atomic_write
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-from splitbrain_hub.files import atomic_write  # noqa: E402
 
 PHOTO = REPO / 'splitbrain_hub' / 'assets' / 'coffee.jpg'
 SAMPLE_EVERY_S = 2.0

@@ -15,8 +15,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from splitbrain_hub import colorize
-from splitbrain_hub.color import lab_to_rgb, rgb_to_lab
 from splitbrain_hub.inference import load_model
+from splitbrain_hub.ops.color import lab_to_rgb, rgb_to_lab
 
 REPO = Path(__file__).resolve().parents[1]
 # (photo, left, top): crops where objects meet sky or water (a horizon with trees and a mast, a lighthouse's

@@ -3,6 +3,7 @@
 Used for everything the package and the trainer write that a rerun or a reader may find: weights,
 config.json, CLI outputs, checkpoints, cached features.
 """
+import functools
 import os
 import tempfile
 from collections.abc import Callable
@@ -10,8 +11,14 @@ from pathlib import Path
 
 __all__ = ['atomic_write']
 
-_UMASK = os.umask(0o022)  # reading the umask means setting it: set it straight back
-os.umask(_UMASK)
+
+@functools.cache
+def _umask() -> int:
+    """The process's umask, read on the first write (not at import): reading it means setting it, so it is
+    set straight back."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
@@ -24,7 +31,7 @@ def atomic_write(path: Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -23,8 +23,8 @@ from PIL import Image, ImageOps
 
 from .errors import CorruptImageError, EmptyImageError, InputError, TooManyPixelsError, UnsupportedFormatError
 
-__all__ = ['DEFAULT_MAX_PIXELS', 'IMAGE_FORMATS', 'ImageBatch', 'MIN_SIDE', 'SAMPLE_PHOTO', 'decode_image', 'load_batch',
-           'load_batches', 'sniff_format', 'to_output']
+__all__ = ['DEFAULT_MAX_PIXELS', 'IMAGE_FORMATS', 'IMAGE_SUFFIXES', 'ImageBatch', 'MIN_SIDE', 'SAMPLE_PHOTO', 'decode_image',
+           'greyscale_mask', 'load_batch', 'load_batches', 'sniff_format', 'to_output']
 
 ImageInput = str | Path | Image.Image | np.ndarray | torch.Tensor
 
@@ -89,6 +89,8 @@ _MAGIC = (
     *((f'P{kind}'.encode(), 'PPM') for kind in range(1, 7)),  # PBM, PGM, PPM, ASCII and binary
 )
 IMAGE_FORMATS = ('JPEG', 'PNG', 'GIF', 'BMP', 'TIFF', 'WebP', 'PPM/PGM/PBM')
+# File names taken for images, in a folder, a glob or a tar shard, by the CLI and by training alike.
+IMAGE_SUFFIXES = frozenset({'.jpg', '.jpeg', '.png', '.bmp', '.gif', '.tif', '.tiff', '.webp', '.ppm', '.pgm', '.pnm'})
 # Pillow's own default limit (89,478,485 pixels, about 9500 x 9500), unless the caller gives another.
 DEFAULT_MAX_PIXELS = 1024 * 1024 * 1024 // 4 // 3
 _HEAD_BYTES = 16
@@ -333,3 +335,12 @@ def _quantize(pixels: torch.Tensor, integer_max: int | None, dtype) -> torch.Ten
     # +0.5 then truncation rounds (values are >= 0) in one pass, cheaper than round().
     return (pixels * integer_max + 0.5).clamp_(0, integer_max).to(dtype)
 
+
+
+def greyscale_mask(pixels: torch.Tensor) -> torch.Tensor:
+    """Which images of a batch (N, C, H, W), any dtype, carry no colour: one channel, or R == G == B at every
+    pixel. (N,) bool. A greyscale photo has no ab to predict or to learn from."""
+    if pixels.shape[1] == 1:
+        return torch.ones(pixels.shape[0], dtype=torch.bool, device=pixels.device)
+    flat = pixels[:, :3].flatten(2)
+    return ((flat[:, 0] == flat[:, 1]) & (flat[:, 1] == flat[:, 2])).all(1)

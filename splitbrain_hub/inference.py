@@ -1,103 +1,66 @@
 """Images in, images (or features) out: colorize, predict_lightness, extract_features.
 
-Both prediction functions are one operation, cross-channel prediction, read from a small table
-(``CrossChannelTask``): a half that sees some Lab channels predicts the others. For ``colorize`` the
+Both prediction functions are one operation, one half's prediction (``prediction.py``), read from a small
+table (``CrossChannelTask``): a half that sees some Lab channels predicts the others. For ``colorize`` the
 L half sees L at the network's input size, its ab distribution on the conv5 grid is decoded by the
 annealed mean, upsampled to the original resolution and put back with the original full-resolution L,
-so no detail of the photo is lost. ``predict_lightness`` is the ab half, the other way round.
+so no detail of the photo is lost. ``predict_lightness`` is the ab half, the other way round. This module
+checks the arguments, loads the images in batches and hands each result back in the kind it came in.
 
-How a head's output is decoded follows the model's pretext target (``PRETEXT_TARGETS``): classification
-heads give logits over bins (annealed mean over the bin centres of the channels they quantise),
-regression heads give the channels / ``REGRESSION_SCALE``. So the (reg) variants work unchanged.
-
-The default model (the shipped pretrained weights) is loaded once per device and cached.
+The default model (the shipped pretrained weights) is loaded once per device and cached; a weights file
+is cached by its path, size and modification time, so a file replaced in place is loaded again.
 """
 import functools
 import math
+import os
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from .color import _in_traced_graph, _lab_to_rgb, _rgb_to_lab, _rgb_to_lightness
 from .errors import InputError
+from .hub.sources import DEFAULT_ARCHITECTURE
+from .hub.storage import load_pretrained, weights_file
 from .images import ImageBatch, load_batches, to_output
-from .models.splitbrain_alexnet import PRETEXT_TARGETS, REGRESSION_SCALE
-from .precision import autocast, autocast_dtype
-from .quantize import _annealed_mean_from_logits, ab_bin_centers, l_bin_centers
-from .upsample import DEFAULT_UPSAMPLE, Bilinear, Upsampler, resolve_upsampler
-from .weights import DEFAULT_ARCHITECTURE, load_pretrained
+from .ops.bins import DEFAULT_TEMPERATURE
+from .ops.precision import autocast, autocast_dtype, resolve_device
+from .ops.upsample import DEFAULT_UPSAMPLE, Bilinear, Upsampler, resolve_upsampler
+from .prediction import (
+    COLORIZE,
+    LIGHTNESS,
+    SIZE_RANGE,
+    CrossChannelTask,
+    decode,
+    full_resolution_lab,
+    half_for,
+    network_input,
+    network_size,
+    recombine,
+    resize,
+    sides,
+)
 
 __all__ = ['colorize', 'predict_lightness', 'extract_features', 'load_model', 'resolve_device',
-           'CrossChannelTask', 'COLORIZE', 'LIGHTNESS', 'FEATURE_LAYERS']
+           'CrossChannelTask', 'COLORIZE', 'LIGHTNESS', 'FEATURE_LAYERS', 'DEFAULT_TEMPERATURE', 'SIZE_RANGE',
+           'TEMPERATURE_RANGE']
 
-DEFAULT_TEMPERATURE = 0.38
 # The network runs in bf16 by default only where what the user sees does not change: on every Kodak photo
-# the 8-bit result within 1 level of fp32's on >= 99.9 % of values (benchmarks/bench_precision.py). colorize
-# keeps the photo's own L and passes (100 % within 1 level); predict_lightness's L is the prediction itself
-# and does not (worst photo 99.39 %), so it stays fp32 unless asked.
+# the 8-bit result stays within 1 level of fp32's (benchmarks/bench_precision.py). colorize keeps the photo's
+# own L and passes; predict_lightness's L is the prediction itself and does not, so it stays fp32 unless asked.
 COLORIZE_AMP = 'auto'
 LIGHTNESS_AMP = 'off'
 # Below 0.01 the annealed mean's softmax(logits / T) leaves float range; above 10 it is the plain mean.
 TEMPERATURE_RANGE = (0.01, 10.0)
-# The network's own floor (conv5 grid about 1x1 at 96 px) and a ceiling that keeps memory bounded.
-SIZE_RANGE = (96, 2048)
 FEATURE_LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
-# Full-resolution colour maths runs in stripes of this many pixels: each stripe's temporaries stay in the
-# CPU cache (about 2.3x faster than whole images at 1024x768 on one core; larger stripes mean fewer
-# thread hand-offs when several threads run) and peak memory stays a few
-# full-size channels however large the photo.
-STRIPE_PIXELS = 1 << 18
-
-
-@dataclass(frozen=True)
-class CrossChannelTask:
-    """One direction of the split brain, as data.
-
-    Attributes:
-        sees: Lab channels the half reads (at the network's input size).
-        predicts: Lab channels taken from its prediction (upsampled to the original size).
-        keeps: input Lab channels kept at full resolution in the result; other channels are 0.
-        grey: the result has one channel (grey) instead of RGB.
-    """
-    sees: tuple[int, ...]
-    predicts: tuple[int, ...]
-    keeps: tuple[int, ...]
-    grey: bool
-
-
-COLORIZE = CrossChannelTask(sees=(0,), predicts=(1, 2), keeps=(0,), grey=False)
-LIGHTNESS = CrossChannelTask(sees=(1, 2), predicts=(0,), keeps=(), grey=True)
-
-# Bin centres of a classification target, by the Lab channels it quantises.
-_BIN_CENTERS = {(1, 2): ab_bin_centers, (0,): l_bin_centers}
 
 
 # --- devices and the model cache ------------------------------------------------------------------
 
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """``device`` as a ``torch.device``; None picks CUDA, then Apple's MPS, then the CPU."""
-    if device is None:
-        if torch.cuda.is_available():
-            return torch.device('cuda')
-        mps = getattr(torch.backends, 'mps', None)
-        return torch.device('mps' if mps is not None and mps.is_available() else 'cpu')
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise InputError(f"device: expected 'cpu', 'cuda', 'cuda:N' or 'mps', got {device!r}") from e
-    available = {'cuda': torch.cuda.is_available, 'mps': lambda: resolve_device(None).type == 'mps'}
-    if device.type in available and not available[device.type]():
-        raise InputError(f'device: expected an available device, got {str(device)!r} (not available here)')
-    return device
-
-
-_model_cache: dict[tuple[str, str], torch.nn.Module] = {}
+# (weights path or '' for the pretrained default, device) -> (the file's (size, mtime_ns) when loaded, model)
+_model_cache: dict[tuple[str, str], tuple[tuple[int, int] | None, torch.nn.Module]] = {}
 _model_cache_lock = threading.Lock()
 
 
@@ -105,19 +68,29 @@ def load_model(weights: str | Path | None = None, device: str | torch.device | N
     """The model the functions here use by default, in eval mode on ``device``, loaded once and cached.
 
     Args:
-        weights: None for the pretrained ``splitbrain_alexnet`` (see ``weights.py`` for where it is
-            looked for), or a ``save_pretrained`` folder, its ``model.safetensors``, or a bare
-            ``.safetensors`` file of the default architecture.
+        weights: None for the pretrained ``splitbrain_alexnet`` (see ``splitbrain_hub.hub`` for where it is
+            looked for; resolved once per process), or a ``save_pretrained`` folder, its ``model.safetensors``,
+            or a bare ``.safetensors`` file of the default architecture (loaded again once it changes on disk).
         device: see ``resolve_device``.
     Raises:
         WeightsError: no weights found, or they do not fit the model.
     """
     device = resolve_device(device)
     key = (str(Path(weights).resolve()) if weights is not None else '', str(device))
+    stamp = _file_stamp(Path(weights)) if weights is not None else None
     with _model_cache_lock:
-        if key not in _model_cache:
-            _model_cache[key] = _load_weights(weights).eval().to(device)
-        return _model_cache[key]
+        if key not in _model_cache or _model_cache[key][0] != stamp:
+            _model_cache[key] = (stamp, _load_weights(weights).eval().to(device))
+        return _model_cache[key][1]
+
+
+def _file_stamp(weights: Path) -> tuple[int, int] | None:
+    """(size, mtime_ns) of the weights file a path names (a folder: its model.safetensors), None if missing."""
+    try:
+        status = os.stat(weights_file(weights))
+    except OSError:
+        return None  # loading says what is missing
+    return status.st_size, status.st_mtime_ns
 
 
 def _load_weights(weights: str | Path | None) -> torch.nn.Module:
@@ -159,101 +132,12 @@ def _check_temperature(temperature: Any) -> float:
     return float(temperature)
 
 
-def _sides(value: Any, what: str, low: int, high: int | None = None) -> tuple[int, int]:
-    """An int or (height, width) of ints in [low, high] (no upper bound when ``high`` is None) -> (height, width)."""
-    sides = (value, value) if isinstance(value, int) else tuple(value) if isinstance(value, (tuple, list)) else ()
-    if len(sides) != 2 or not all(isinstance(s, int) and not isinstance(s, bool) and low <= s
-                                  and (high is None or s <= high) for s in sides):
-        bounds = f'in [{low}, {high}]' if high is not None else f'>= {low}'
-        raise InputError(f'{what}: expected None, an int or (height, width) with sides {bounds}, got {value!r}')
-    return sides
-
-
 def _check_batch_size(batch_size: Any) -> None:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise InputError(f'batch_size: expected an int >= 1, got {batch_size!r}')
 
 
-def _network_size(model: torch.nn.Module, size: Any) -> tuple[int, int]:
-    """``size`` (None: the model's pretrained input size; an int; or (height, width)) checked."""
-    if size is None:
-        cfg = getattr(model, 'pretrained_cfg', None) or {}
-        return tuple(cfg.get('input_size', (3, 227, 227))[-2:])
-    return _sides(size, 'size', *SIZE_RANGE)
-
-
-def _resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-    if not _in_traced_graph() and tuple(x.shape[-2:]) == tuple(size):  # a graph must not fix the input size
-        return x
-    # Antialiased when shrinking, so a large photo's fine texture does not alias into the network input.
-    return F.interpolate(x, size=tuple(size), mode='bilinear', align_corners=False, antialias=True)
-
-
 # --- cross-channel prediction ---------------------------------------------------------------------
-
-def _half_for(model: torch.nn.Module, task: CrossChannelTask) -> str:
-    """The half that sees ``task.sees`` and has a pretext head predicting ``task.predicts``."""
-    for name, target_name in getattr(model, 'pretext_targets', {}).items():
-        if tuple(model.halves[name]) == task.sees and set(task.predicts) <= set(PRETEXT_TARGETS[target_name].channels):
-            return name
-    raise InputError(
-        f'model: expected a half seeing Lab channels {task.sees} with a pretext head predicting {task.predicts}, '
-        f'got halves {getattr(model, "halves", None)} with pretext {getattr(model, "pretext_targets", None)}')
-
-
-def _decode(model: torch.nn.Module, half: str, raw: torch.Tensor, task: CrossChannelTask,
-            temperature: float | torch.Tensor) -> torch.Tensor:
-    """A pretext head's raw output -> the Lab values of ``task.predicts`` on the conv5 grid.
-
-    ``temperature`` is checked by the caller; a scalar tensor keeps it an input of an exported graph.
-    """
-    target = PRETEXT_TARGETS[model.pretext_targets[half]]
-    raw = raw.float()
-    if target.classification:
-        values = _annealed_mean_from_logits(raw, _BIN_CENTERS[target.channels](raw.device), temperature)
-    else:
-        values = raw * REGRESSION_SCALE
-    return values[:, [target.channels.index(c) for c in task.predicts]]
-
-
-def _stripes(shape: torch.Size) -> Iterator[slice]:
-    """Row ranges of about ``STRIPE_PIXELS`` pixels (over the batch) covering an (N, C, H, W) image; all rows
-    at once in a traced graph (see ``_in_traced_graph``): a stripe's numbers do not depend on its rows."""
-    batch, _, height, width = shape
-    if _in_traced_graph():
-        return iter([slice(0, height)])
-    rows = max(1, STRIPE_PIXELS // (batch * width))
-    return (slice(start, start + rows) for start in range(0, height, rows))
-
-
-def _full_resolution_lab(batch: ImageBatch, device: torch.device, task: CrossChannelTask) -> torch.Tensor:
-    """Lab of the photo at its own resolution; only L (a = b = 0) when the task needs no other channel of
-    the input (colorize: it sees and keeps L), which saves two thirds of the conversion."""
-    pixels = batch.pixels.to(device)
-    lab = pixels.new_zeros(pixels.shape[0], 3, *pixels.shape[2:])
-    lightness_only = set(task.sees + task.keeps) == {0}
-    for rows in _stripes(lab.shape):
-        rgb = pixels[:, :, rows].expand(-1, 3, -1, -1)
-        if lightness_only:
-            lab[:, :1, rows] = _rgb_to_lightness(rgb)
-        else:
-            lab[:, :, rows] = _rgb_to_lab(rgb)
-    return lab
-
-
-def _recombine(lab: torch.Tensor, prediction: torch.Tensor, task: CrossChannelTask, upsample) -> torch.Tensor:
-    """The result at full resolution: kept input channels, upsampled predicted ones, others 0 -> RGB/grey.
-
-    ``upsample(prediction, guide)`` brings the prediction to full resolution; the guide is the first channel
-    the half sees, at full resolution (L for colorize). Overwrites ``lab``, which is no longer needed.
-    """
-    lab[:, list(task.predicts)] = upsample(prediction, lab[:, task.sees[:1]])
-    lab[:, [c for c in range(3) if c not in task.keeps + task.predicts]] = 0
-    out = lab.new_empty(lab.shape[0], 1 if task.grey else 3, *lab.shape[2:])
-    for rows in _stripes(lab.shape):
-        out[:, :, rows] = _lab_to_rgb(lab[:, :, rows])[:, :out.shape[1]]
-    return out
-
 
 def _cross_channel(images: Any, task: CrossChannelTask, temperature: float, model: torch.nn.Module | None,
                    device, size, amp: str, upsample: Upsampler, batch_size: int) -> Any:
@@ -263,8 +147,8 @@ def _cross_channel(images: Any, task: CrossChannelTask, temperature: float, mode
     upsample = resolve_upsampler(upsample)
     model, device = _model_and_device(model, device)
     amp_dtype = autocast_dtype(amp, device)
-    half = _half_for(model, task)
-    size = _network_size(model, size)
+    half = half_for(model, task)
+    size = network_size(model, size)
     _check_batch_size(batch_size)
     predict = functools.partial(_predict_batch, task=task, temperature=temperature, model=model, device=device,
                                 amp_dtype=amp_dtype, half=half, size=size, upsample=upsample)
@@ -281,16 +165,12 @@ def _predict_batch(batches: list[ImageBatch], task: CrossChannelTask, temperatur
                    upsample: Upsampler) -> list[Any]:
     """One forward pass of ``half`` over ``batches``; each result handed back as the kind its input came in."""
     dtype = next(model.parameters()).dtype
-    sees = list(task.sees)
     with _evaluating(model, device):
-        labs = [_full_resolution_lab(batch, device, task) for batch in batches]
-        # The network input: the seen channels at the network size, the others zero (the half ignores them).
-        network_input = torch.cat([lab.new_zeros(lab.shape[0], 3, *size) for lab in labs])
-        network_input[:, sees] = torch.cat([_resize(lab[:, sees], size) for lab in labs])
+        labs = [full_resolution_lab(batch, device, task) for batch in batches]
         with autocast(device, amp_dtype):
-            raw = model.forward_pretext(network_input.to(dtype), is_lab=True, halves=[half])[half]
-        predicted = _decode(model, half, raw, task, temperature).split([lab.shape[0] for lab in labs])
-        results = [_recombine(lab, prediction, task, upsample) for lab, prediction in zip(labs, predicted)]
+            raw = model.forward_pretext(network_input(labs, task, size).to(dtype), is_lab=True, halves=[half])[half]
+        predicted = decode(raw, model.pretext_targets[half], task, temperature).split([lab.shape[0] for lab in labs])
+        results = [recombine(lab, prediction, task, upsample) for lab, prediction in zip(labs, predicted)]
     # A returned tensor must be usable with autograd like any other: cloned outside inference mode.
     return [to_output(result.clone() if batch.kind == 'tensor' else result, batch)
             for result, batch in zip(results, batches)]
@@ -318,7 +198,7 @@ def colorize(image: Any, *, temperature: float = DEFAULT_TEMPERATURE, model: tor
             (fp32). Colour maths is fp32 either way, also inside a caller's ``torch.autocast``.
         upsample: how the coarse ab grid reaches the photo's resolution: 'guided' (a guided filter with
             the full-resolution L as guide: colour stops at the edges L shows), 'bilinear' (colour bleeds
-            over edges inside a grid cell), or a ``splitbrain_hub.upsample.GuidedFilter(radius, eps)``.
+            over edges inside a grid cell), or a ``splitbrain_hub.ops.GuidedFilter(radius, eps)``.
         batch_size: inputs of a list per forward pass; a batch is read, predicted and handed back before
             the next is read, so memory holds one batch of full-resolution images, not the whole list.
     Returns:
@@ -353,8 +233,6 @@ def _layer_indices(model: torch.nn.Module, layers: Sequence[str]) -> list[int]:
     return [names.index(layer) for layer in layers]
 
 
-
-
 def extract_features(images: Any, layers: Sequence[str] = FEATURE_LAYERS, *, pool: int | tuple[int, int] | None = None,
                      size: int | tuple[int, int] | None = None, model: torch.nn.Module | None = None,
                      device: str | torch.device | None = None, batch_size: int = 64,
@@ -378,8 +256,8 @@ def extract_features(images: Any, layers: Sequence[str] = FEATURE_LAYERS, *, poo
     model, device = _model_and_device(model, device)
     amp_dtype = autocast_dtype(amp, device)
     indices = _layer_indices(model, layers)
-    pool = None if pool is None else _sides(pool, 'pool', 1)
-    size = _network_size(model, size)
+    pool = None if pool is None else sides(pool, 'pool', 1)
+    size = network_size(model, size)
     _check_batch_size(batch_size)
     in_chans = getattr(model, 'in_chans', 3)
     batches = load_batches(images)
@@ -390,13 +268,13 @@ def extract_features(images: Any, layers: Sequence[str] = FEATURE_LAYERS, *, poo
         for batch in batches:
             if batch.pixels.shape[1] > in_chans:
                 raise InputError(f'{batch.name}: expected {in_chans}-channel (grey) input for this model, got RGB')
-            pixels.append(_resize(batch.pixels.to(device).expand(-1, in_chans, -1, -1), size))
+            pixels.append(resize(batch.pixels.to(device).expand(-1, in_chans, -1, -1), size))
         network_input = _cat(pixels).to(dtype)
         for chunk in network_input.split(batch_size):
             with autocast(device, amp_dtype):
                 maps = model.forward_intermediates(chunk, indices=indices, intermediates_only=True)
             for layer, feature_map in zip(layers, maps):
-                outputs[layer].append(_resize(feature_map.float(), pool) if pool else feature_map.float())
+                outputs[layer].append(resize(feature_map.float(), pool) if pool else feature_map.float())
     # Outside inference mode, so the result is an ordinary tensor (usable with autograd, e.g. by a probe).
     return {layer: _cat(chunks) if len(chunks) > 1 else chunks[0].clone() for layer, chunks in outputs.items()}
 

@@ -72,7 +72,7 @@ def weights(tmp_path_factory):
 def shipped_model():
     """The shipped weights, fp32, eval mode (shared: tests must not change it)."""
     import splitbrain_hub
-    from splitbrain_hub.weights import shipped_weights_path
+    from splitbrain_hub.hub import shipped_weights_path
     return splitbrain_hub.load_pretrained(shipped_weights_path('splitbrain_alexnet', 'tinyimagenet_128')).eval()
 
 
@@ -80,5 +80,5 @@ def shipped_model():
 def shipped_onnx(shipped_model, tmp_path_factory):
     """Every ONNX graph of the shipped weights, exported once for the session (about 5 s a graph on 2 cores):
     test_export checks them against PyTorch, test_export_web takes the float32 colorizer as its reference."""
-    from splitbrain_hub import export
+    from splitbrain_hub.deploy import export
     return export.export_onnx(shipped_model, tmp_path_factory.mktemp('shipped-onnx'))

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from splitbrain_hub.batch.shards import index, read_member
 from splitbrain_hub.errors import InputError
-from splitbrain_hub.shards import index, read_member
 from training.build_shards import BuildConfig, build, is_greyscale, parse_args, reason_kind, split_of
 
 CONFIG = BuildConfig(short_side=48, quality=90, min_short_side=16, near_grey_chroma=5.0, val_fraction=0.25,

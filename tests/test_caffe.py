@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 
 from splitbrain_hub import ConversionError, load_pretrained
-from splitbrain_hub.caffe import convert_caffe, read_caffemodel
 from splitbrain_hub.cli import main
-from splitbrain_hub.color import rgb_to_lab
+from splitbrain_hub.deploy.caffe import convert_caffe, read_caffemodel
+from splitbrain_hub.ops.color import rgb_to_lab
 
 # --- a protobuf encoder for NetParameter (field numbers from BVLC caffe.proto) --------------------
 
@@ -262,7 +262,7 @@ def test_report_and_config(converted):
 
 
 def test_both_encodings_give_the_same_weights(converted):
-    from splitbrain_hub.weights import load_safetensors
+    from splitbrain_hub.hub import load_safetensors
     ours, theirs = (load_safetensors(converted[e].weights_path) for e in ('layer', 'layers'))
     assert ours.keys() == theirs.keys()
     for key in ours:

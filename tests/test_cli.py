@@ -21,7 +21,7 @@ from tar_shards import write_shard
 
 import splitbrain_hub
 from splitbrain_hub import cli
-from splitbrain_hub.weights import sha256_of
+from splitbrain_hub.hub import sha256_of
 
 
 def _photo(path, size=(40, 30), mode='RGB', seed=0):

@@ -5,8 +5,8 @@ import pytest
 import torch
 from skimage import color as skcolor
 
-from splitbrain_hub.color import _lab_to_rgb, _rgb_to_lab, lab_to_rgb, rgb_to_lab
 from splitbrain_hub.errors import InputError
+from splitbrain_hub.ops.color import lab_to_rgb, lab_to_rgb_unchecked, rgb_to_lab, rgb_to_lab_unchecked
 
 # Largest difference from scikit-image allowed, in L/a/b units for rgb_to_lab and [0, 1] units for lab_to_rgb.
 # Measured: float64 ~1e-13 (rgb2lab) and ~1e-14 (lab2rgb); float32 ~6e-5 (rgb2lab) and ~5e-6 (lab2rgb).
@@ -113,13 +113,13 @@ class TestRgbToLab:
 
     def test_script_and_fx(self):
         rgb = torch.rand(2, 3, 4, 5)
-        torch.testing.assert_close(script(_rgb_to_lab)(rgb), _rgb_to_lab(rgb))
+        torch.testing.assert_close(script(rgb_to_lab_unchecked)(rgb), rgb_to_lab_unchecked(rgb))
 
         class Module(torch.nn.Module):
             def forward(self, image):
-                return _rgb_to_lab(image)
+                return rgb_to_lab_unchecked(image)
 
-        torch.testing.assert_close(torch.fx.symbolic_trace(Module())(rgb), _rgb_to_lab(rgb))
+        torch.testing.assert_close(torch.fx.symbolic_trace(Module())(rgb), rgb_to_lab_unchecked(rgb))
 
 
 class TestLabToRgb:
@@ -193,22 +193,22 @@ class TestLabToRgb:
 
     def test_script_and_fx(self):
         lab = rgb_to_lab(torch.rand(2, 3, 4, 5))
-        scripted = script(_lab_to_rgb)
-        torch.testing.assert_close(scripted(lab, True), _lab_to_rgb(lab))
-        torch.testing.assert_close(scripted(lab, False), _lab_to_rgb(lab, clip=False))
+        scripted = script(lab_to_rgb_unchecked)
+        torch.testing.assert_close(scripted(lab, True), lab_to_rgb_unchecked(lab))
+        torch.testing.assert_close(scripted(lab, False), lab_to_rgb_unchecked(lab, clip=False))
 
         class Module(torch.nn.Module):
             def forward(self, image):
-                return _lab_to_rgb(image)
+                return lab_to_rgb_unchecked(image)
 
-        torch.testing.assert_close(torch.fx.symbolic_trace(Module())(lab), _lab_to_rgb(lab))
+        torch.testing.assert_close(torch.fx.symbolic_trace(Module())(lab), lab_to_rgb_unchecked(lab))
 
 
 def test_lightness_alone_equals_lab_lightness():
     """colorize's full-resolution shortcut: L without a and b is rgb_to_lab's L (float64: to rounding)."""
-    from splitbrain_hub.color import _rgb_to_lightness
+    from splitbrain_hub.ops.color import rgb_to_lightness_unchecked
     rgb = torch.rand(2, 3, 17, 23, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     rgb[0, :, 0, :4] = torch.tensor([0.0, 0.01, 0.04045, 1.0], dtype=torch.float64)  # black, both knees, white
-    lightness = _rgb_to_lightness(rgb)
+    lightness = rgb_to_lightness_unchecked(rgb)
     assert lightness.shape == (2, 1, 17, 23)
     torch.testing.assert_close(lightness, rgb_to_lab(rgb)[:, :1], atol=1e-12, rtol=0)

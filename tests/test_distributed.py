@@ -20,7 +20,7 @@ from PIL import Image
 from tar_shards import write_shard
 
 from splitbrain_hub import cli
-from splitbrain_hub.distributed import Rank, from_environment, local_device, share
+from splitbrain_hub.batch.distributed import Rank, from_environment, local_device, share
 from splitbrain_hub.errors import InputError
 
 # --- units ----------------------------------------------------------------------------------------

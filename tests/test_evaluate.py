@@ -4,17 +4,14 @@ import math
 import pytest
 import torch
 
-from splitbrain_hub.color import lab_to_rgb, rgb_to_lab
 from splitbrain_hub.errors import InputError
-from splitbrain_hub.quantize import ab_bin_centers, hard_encode
+from splitbrain_hub.ops.color import lab_to_rgb, rgb_to_lab
 from training.evaluate import (
     PROBE_GRIDS,
     ProbeConfig,
     ab_error_auc,
     chroma,
-    colour_mask,
     load_frozen_model,
-    nearest_ab_bins,
     probe_features,
     psnr,
     train_probe,
@@ -116,26 +113,14 @@ def test_psnr_reference_values():
     assert psnr(target, target).isinf().all()
 
 
-def test_chroma_and_colour_mask():
+def test_chroma():
     assert chroma(torch.tensor([3.0, 4.0]).view(1, 2, 1, 1)).item() == pytest.approx(5.0)
-    grey = torch.full((1, 3, 4, 4), 7, dtype=torch.uint8)
-    colour = grey.clone()
-    colour[0, 0, 0, 0] = 8
-    assert colour_mask(torch.cat([grey, colour])).tolist() == [False, True]
 
 
 def test_lab_round_trip_of_ground_truth_gives_high_psnr():
     # the metric pipeline re-assembles RGB from L and ab: ground-truth ab must give back the image
     rgb = torch.rand(2, 3, 8, 8, dtype=torch.float64)
     assert (psnr(lab_to_rgb(rgb_to_lab(rgb)), rgb) > 60).all()
-
-
-def test_nearest_ab_bins_equal_hard_encode():
-    centers = ab_bin_centers()
-    in_gamut = rgb_to_lab(torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(0)))[:, 1:]
-    anywhere = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(1)) * 80  # many out of gamut
-    for ab in (in_gamut, anywhere):
-        assert torch.equal(nearest_ab_bins(ab, centers), hard_encode(ab, centers))
 
 
 def test_table2_markdown_gives_seed_spread_and_missing_rows():
@@ -260,7 +245,7 @@ def test_full_resolution_colorization_rows_and_reference_values(photo_folder, sm
 def test_colorization_command_on_a_photo_folder_writes_json_and_markdown(photo_folder, tmp_path):
     import json
 
-    from splitbrain_hub.weights import save_pretrained
+    from splitbrain_hub.hub import save_pretrained
     from training.evaluate import main
     photos, shards = photo_folder
     torch.manual_seed(0)

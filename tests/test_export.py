@@ -12,7 +12,8 @@ import torch
 from PIL import Image
 
 import splitbrain_hub
-from splitbrain_hub import cli, export
+from splitbrain_hub import cli
+from splitbrain_hub.deploy import export
 from splitbrain_hub.errors import InputError
 from splitbrain_hub.images import SAMPLE_PHOTO
 from splitbrain_hub.models.splitbrain_alexnet import DataLab
@@ -148,7 +149,7 @@ def test_lab_conversion_traces_with_a_dynamic_batch_and_the_same_numbers():
 
 def test_guided_filter_traces_with_a_dynamic_size_and_the_same_numbers():
     """The guided filter's cell means are matrix products in a traced graph: the same as eager's pooling."""
-    upsample = splitbrain_hub.upsample.GuidedFilter()
+    upsample = splitbrain_hub.ops.GuidedFilter()
 
     class Upsample(torch.nn.Module):
         def forward(self, ab, lightness):

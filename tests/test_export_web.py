@@ -18,8 +18,9 @@ import torch
 from PIL import Image
 
 import splitbrain_hub
-from splitbrain_hub import cli, export
-from splitbrain_hub.weights import shipped_weights_path
+from splitbrain_hub import cli
+from splitbrain_hub.deploy import export
+from splitbrain_hub.hub import shipped_weights_path
 
 ort = pytest.importorskip('onnxruntime', reason='the export tests need onnxruntime (pip install splitbrain-hub[test])')
 skimage_data = pytest.importorskip('skimage.data', reason="the astronaut is scikit-image's (splitbrain-hub[test])")
@@ -113,7 +114,7 @@ def python_onnxruntime(site: Path, colorizer: Path, photo: np.ndarray, temperatu
 
 
 def ab_of(rgb: np.ndarray) -> np.ndarray:
-    lab = splitbrain_hub.color.rgb_to_lab(torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255)
+    lab = splitbrain_hub.ops.rgb_to_lab(torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255)
     return lab[1:].numpy()
 
 

@@ -21,7 +21,7 @@ from splitbrain_hub.errors import (
     TooManyPixelsError,
     UnsupportedFormatError,
 )
-from splitbrain_hub.images import DEFAULT_MAX_PIXELS, decode_image, load_batch, load_batches, to_output
+from splitbrain_hub.images import DEFAULT_MAX_PIXELS, decode_image, greyscale_mask, load_batch, load_batches, to_output
 
 
 def _photo(height=24, width=32, seed=0):
@@ -316,3 +316,11 @@ def test_tiff_header_with_invalid_dimensions_is_an_input_error():
     data = (Path(__file__).parent / 'fuzz_corpus' / 'image' / 'crash-763ee7f75e574035fb518ddc78484675e2d5cfae').read_bytes()
     with pytest.raises(CorruptImageError, match='fuzz.tif: truncated or corrupt TIFF data'):
         decode_image(data, name='fuzz.tif')
+
+
+def test_greyscale_mask_finds_images_without_colour():
+    grey = torch.full((1, 3, 4, 4), 7, dtype=torch.uint8)
+    colour = grey.clone()
+    colour[0, 0, 0, 0] = 8
+    assert greyscale_mask(torch.cat([grey, colour])).tolist() == [True, False]
+    assert greyscale_mask(torch.rand(2, 1, 4, 4)).tolist() == [True, True]

@@ -3,6 +3,8 @@
 The models here are randomly initialised or have their pretext heads set by hand so the decoded values are
 known: the tests check kinds, shapes, resolution, decoding and errors, never the release's quality.
 """
+import os
+
 import numpy as np
 import pytest
 import timm
@@ -11,9 +13,9 @@ from PIL import Image
 
 import splitbrain_hub
 from splitbrain_hub import InputError, WeightsError, colorize, extract_features, inference, predict_lightness
-from splitbrain_hub.color import lab_to_rgb, rgb_to_lab
 from splitbrain_hub.inference import load_model, resolve_device
-from splitbrain_hub.quantize import ab_bin_centers, l_bin_centers
+from splitbrain_hub.ops.bins import ab_bin_centers, l_bin_centers
+from splitbrain_hub.ops.color import lab_to_rgb, rgb_to_lab
 
 # The smallest input the network takes keeps the tests fast; colorize reads it from the model's cfg.
 SMALL = dict(pretrained_cfg_overlay=dict(input_size=(3, 96, 96)))
@@ -146,7 +148,7 @@ def test_colorize_recombines_predicted_ab_with_full_resolution_lightness(ab_mode
 def test_stripes_give_the_same_result_as_whole_images(model, monkeypatch, predict, kwargs, atol):
     images = torch.rand(2, 3, 37, 53)
     whole = predict(images, model=model, amp='off', **kwargs)  # fp32: bf16 kernels may round differently call to call
-    monkeypatch.setattr(splitbrain_hub.inference, 'STRIPE_PIXELS', 300)  # 2 x 53 x 2 rows: 19 stripes
+    monkeypatch.setattr(splitbrain_hub.prediction, 'PIXELS_PER_PASS', 300)  # 2 x 53 x 2 rows: 19 stripes
     torch.testing.assert_close(predict(images, model=model, amp='off', **kwargs), whole, atol=atol, rtol=0)
 
 
@@ -171,7 +173,7 @@ def test_regression_heads_are_decoded_by_the_regression_scale():
 
 
 def test_upsample_options(model):
-    from splitbrain_hub.upsample import GuidedFilter
+    from splitbrain_hub.ops.upsample import GuidedFilter
     photo = torch.rand(2, 3, 60, 80, generator=torch.Generator().manual_seed(4))
     bilinear, guided = (colorize(photo, model=model, upsample=u, amp='off') for u in ('bilinear', 'guided'))
     custom = colorize(photo, model=model, upsample=GuidedFilter(), amp='off')
@@ -274,6 +276,18 @@ def test_load_model_from_saved_folder_and_bare_file_is_cached(model, tmp_path):
     np.testing.assert_array_equal(colorize(photo, model=loaded), colorize(photo, model=model))
 
 
+def test_a_weights_file_replaced_in_place_is_loaded_again(model, ab_model, tmp_path):
+    splitbrain_hub.save_pretrained(model, tmp_path / 'ckpt')
+    first = load_model(tmp_path / 'ckpt', device='cpu')
+    weights = tmp_path / 'ckpt' / 'model.safetensors'
+    stamp = weights.stat().st_mtime_ns
+    splitbrain_hub.save_pretrained(ab_model, tmp_path / 'ckpt')  # atomically replaced: a new file at the same path
+    os.utime(weights, ns=(stamp + 10**9, stamp + 10**9))  # a later mtime even where the clock is coarse
+    second = load_model(tmp_path / 'ckpt', device='cpu')
+    assert second is not first and load_model(tmp_path / 'ckpt', device='cpu') is second
+    torch.testing.assert_close(second.pretext['l_half'].bias, ab_model.pretext['l_half'].bias)
+
+
 def test_missing_weights_are_a_weights_error(tmp_path):
     with pytest.raises(WeightsError, match=r'none\.safetensors: expected a save_pretrained folder or a \.safetensors file, '
                                             r'but it does not exist'):
@@ -281,17 +295,17 @@ def test_missing_weights_are_a_weights_error(tmp_path):
 
 
 def test_default_model_without_shipped_weights_says_where_it_looked(monkeypatch, tmp_path, hf_env):
-    from splitbrain_hub import weights
+    from splitbrain_hub import hub
     hf_env(HF_HUB_OFFLINE='1')  # the Hub cannot give the release either
-    monkeypatch.setattr(weights, 'SHIPPED_DIR', tmp_path / 'not-shipped')
+    monkeypatch.setattr(hub.sources, 'SHIPPED_DIR', tmp_path / 'not-shipped')
     monkeypatch.setattr(inference, '_model_cache', {})
     with pytest.raises(WeightsError, match=r'no pretrained weights for .*shipped file .*not-shipped'):
         colorize(_photo())
 
 
 def test_default_pretrained_model_colorizes_the_sample_photo():
+    from splitbrain_hub.hub import shipped_weights_path
     from splitbrain_hub.images import SAMPLE_PHOTO
-    from splitbrain_hub.weights import shipped_weights_path
     if not shipped_weights_path('splitbrain_alexnet', 'tinyimagenet_128').is_file():
         pytest.skip('no release weights shipped yet')
     out = colorize(SAMPLE_PHOTO, device='cpu')

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from splitbrain_hub.batch.jobs import Layout, batches_to_run, plan
 from splitbrain_hub.errors import InputError, SplitBrainError
-from splitbrain_hub.jobs import Layout, batches_to_run, plan
 
 
 def _files(folder, names):

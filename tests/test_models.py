@@ -11,7 +11,7 @@ import torch.nn as nn
 import splitbrain_hub  # noqa: F401  (registers the models)
 from splitbrain_hub import InputError, SplitBrainAlexNet
 from splitbrain_hub.models.splitbrain_alexnet import ALEXNET_LAYERS, GemmConv2d
-from splitbrain_hub.quantize import L_BIN_COUNT, ab_bin_count
+from splitbrain_hub.ops.bins import L_BIN_COUNT, ab_bin_count
 
 
 def _conv_params(out_chs, in_chs, kernel):

@@ -9,10 +9,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 import splitbrain_hub  # noqa: F401  (registers the models)
-from splitbrain_hub.color import rgb_to_lab
 from splitbrain_hub.errors import InputError
-from splitbrain_hub.precision import AMP_SETTINGS, autocast, autocast_dtype, native_bf16, precision_name
-from splitbrain_hub.quantize import ab_bin_count
+from splitbrain_hub.ops.bins import ab_bin_count
+from splitbrain_hub.ops.color import rgb_to_lab
+from splitbrain_hub.ops.precision import AMP_SETTINGS, autocast, autocast_dtype, native_bf16, precision_name
 from training.objectives import Objective, get_objective
 
 COFFEE = Path(splitbrain_hub.__file__).parent / 'assets' / 'coffee.jpg'

@@ -3,7 +3,7 @@ import json
 
 import pytest
 
-from splitbrain_hub.weights import sha256_of, shipped_weights_path
+from splitbrain_hub.hub import sha256_of, shipped_weights_path
 from training import release_curve
 
 

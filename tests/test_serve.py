@@ -28,9 +28,9 @@ schemathesis = pytest.importorskip('schemathesis', reason='the API fuzz needs sc
 from hypothesis import HealthCheck, settings  # noqa: E402  (schemathesis depends on hypothesis)
 
 import splitbrain_hub  # noqa: E402
+from splitbrain_hub.hub import sha256_of  # noqa: E402
 from splitbrain_hub.inference import load_model  # noqa: E402
-from splitbrain_hub.quantize import ab_bin_count  # noqa: E402
-from splitbrain_hub.weights import sha256_of  # noqa: E402
+from splitbrain_hub.ops.bins import ab_bin_count  # noqa: E402
 
 START_TIMEOUT_S = 90
 UPLOAD_LIMIT = 3_000_000

@@ -5,8 +5,8 @@ import tarfile
 
 import pytest
 
+from splitbrain_hub.batch.shards import Member, expand_braces, index, read_member
 from splitbrain_hub.errors import InputError
-from splitbrain_hub.shards import Member, expand_braces, index, read_member
 
 PATTERNS = {
     'train-{000000..000003}.tar': ['train-000000.tar', 'train-000001.tar', 'train-000002.tar', 'train-000003.tar'],

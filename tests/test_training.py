@@ -17,13 +17,13 @@ from huggingface_hub import ModelCard
 from PIL import Image
 
 import splitbrain_hub  # noqa: F401
-from splitbrain_hub.color import rgb_to_lab
 from splitbrain_hub.errors import InputError
+from splitbrain_hub.hub import load_safetensors, sha256_of
 from splitbrain_hub.models.splitbrain_alexnet import ALEXNET_LAYERS
-from splitbrain_hub.quantize import ab_bin_count
-from splitbrain_hub.weights import load_safetensors, sha256_of
+from splitbrain_hub.ops.bins import ab_bin_count
+from splitbrain_hub.ops.color import rgb_to_lab
 from training.config import parse_args
-from training.data import BatchStream, build_index, make_loader
+from training.data import BatchStream, build_index, make_loader, read_bytes
 from training.export import main as export_main
 from training.export import parse_export_args
 from training.objectives import OBJECTIVES, Objective, get_objective
@@ -266,9 +266,7 @@ def test_tar_reader_on_a_shared_shard():
         first_cls = int(tar.extractfile(members[1]).read())
     assert len(samples) == 2667 and {s.label for s in samples} <= set(range(200))
     assert samples[0].label == first_cls
-    with open(SHARD, 'rb') as f:
-        f.seek(samples[0].offset)
-        assert f.read(samples[0].size) == first_jpg
+    assert read_bytes(samples[0]) == first_jpg
     stream = BatchStream(samples, 4, 128, (0.25, 1.0), seed=0)
     _, images, labels, colour = next(iter(make_loader(stream, 0, False)))
     assert images.shape == (4, 3, 128, 128) and images.dtype == torch.uint8 and labels.dtype == torch.int64

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from splitbrain_hub.errors import InputError
-from splitbrain_hub.upsample import Bilinear, GuidedFilter, guided_upsample, resolve_upsampler
+from splitbrain_hub.ops.upsample import Bilinear, GuidedFilter, guided_upsample, resolve_upsampler
 
 
 def _box_reference(x: np.ndarray, r: int) -> np.ndarray:

@@ -9,7 +9,8 @@ import pytest
 import timm
 import torch
 
-from splitbrain_hub import WeightsError, load_pretrained, save_pretrained, weights
+from splitbrain_hub import WeightsError, load_pretrained, save_pretrained
+from splitbrain_hub import hub as weights_hub
 
 HUB_ID = 'splitbrain-hub/splitbrain_alexnet.tinyimagenet_128'
 
@@ -24,7 +25,7 @@ def saved(tmp_path):
 
 @pytest.fixture
 def no_shipped(tmp_path, monkeypatch):
-    monkeypatch.setattr(weights, 'SHIPPED_DIR', tmp_path / 'no-shipped-weights')
+    monkeypatch.setattr(weights_hub.sources, 'SHIPPED_DIR', tmp_path / 'no-shipped-weights')
 
 
 @pytest.fixture
@@ -39,7 +40,7 @@ def shipped(saved, tmp_path, monkeypatch):
     folder = tmp_path / 'shipped'
     folder.mkdir()
     (folder / 'splitbrain_alexnet.tinyimagenet_128.safetensors').write_bytes(path.read_bytes())
-    monkeypatch.setattr(weights, 'SHIPPED_DIR', folder)
+    monkeypatch.setattr(weights_hub.sources, 'SHIPPED_DIR', folder)
 
 
 def _same_outputs(a, b):
@@ -142,11 +143,11 @@ def test_release_repo_miss_falls_back_to_shipped_with_a_warning(saved, shipped, 
     else:
         hf_env(HF_ENDPOINT=fake_hub.url)  # the release repo is not on this Hub
     start = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger='splitbrain_hub.weights'):
+    with caplog.at_level(logging.WARNING, logger='splitbrain_hub.hub.sources'):
         loaded = timm.create_model('splitbrain_alexnet', pretrained=True).eval()
     assert time.monotonic() - start < 5
     _same_outputs(model, loaded)
-    warnings = [r for r in caplog.records if r.name == 'splitbrain_hub.weights']
+    warnings = [r for r in caplog.records if r.name == 'splitbrain_hub.hub.sources']
     assert len(warnings) == 1 and warnings[0].levelno == logging.WARNING
     assert HUB_ID in warnings[0].getMessage() and 'shipped' in warnings[0].getMessage()
     heads = [r for r in fake_hub.requests if r[0] == 'HEAD']
@@ -155,7 +156,7 @@ def test_release_repo_miss_falls_back_to_shipped_with_a_warning(saved, shipped, 
 
 @pytest.mark.parametrize('hub', ['HF_HUB_OFFLINE=1', 'connection refused', 'no such repo'])
 def test_another_repo_is_never_replaced_by_the_shipped_weights(fake_hub, hf_env, hub):
-    assert weights.shipped_weights_path('splitbrain_alexnet', 'tinyimagenet_128').is_file()
+    assert weights_hub.shipped_weights_path('splitbrain_alexnet', 'tinyimagenet_128').is_file()
     if hub == 'HF_HUB_OFFLINE=1':
         hf_env(HF_HUB_OFFLINE='1')
         reason = 'OfflineModeIsEnabled'
@@ -182,7 +183,7 @@ def test_an_unresponsive_hub_is_bounded_by_hf_hub_etag_timeout(saved, shipped, h
         hf_env(HF_ENDPOINT=f'http://127.0.0.1:{silent.getsockname()[1]}', HF_HUB_ETAG_TIMEOUT='1',
                HF_HUB_DISABLE_TELEMETRY='1')
         start = time.monotonic()
-        with caplog.at_level(logging.WARNING, logger='splitbrain_hub.weights'):
+        with caplog.at_level(logging.WARNING, logger='splitbrain_hub.hub.sources'):
             loaded = timm.create_model('splitbrain_alexnet', pretrained=True).eval()
         elapsed = time.monotonic() - start
     assert 1 <= elapsed < 5, elapsed
@@ -209,14 +210,14 @@ def test_pickles_are_refused(tmp_path):
     with pytest.raises(WeightsError, match='safetensors'):
         timm.create_model('splitbrain_alexnet', pretrained=True, pretrained_cfg_overlay=dict(file=str(bad)))
     with pytest.raises(WeightsError, match='safetensors'):
-        weights.load_safetensors(bad)
+        weights_hub.load_safetensors(bad)
 
 
 def test_corrupt_file(tmp_path):
     bad = tmp_path / 'model.safetensors'
     bad.write_bytes(b'\x00' * 100)
     with pytest.raises(WeightsError, match='not a readable safetensors'):
-        weights.load_safetensors(bad)
+        weights_hub.load_safetensors(bad)
 
 
 def test_mismatch_names_the_keys(tmp_path):

@@ -19,8 +19,8 @@ import torch
 import splitbrain_hub  # noqa: F401  (registers the models in timm)
 from splitbrain_hub.errors import InputError
 from splitbrain_hub.files import atomic_write
-from splitbrain_hub.quantize import ab_bin_centers, ab_bin_count, hard_encode
-from splitbrain_hub.weights import DEFAULT_ARCHITECTURE
+from splitbrain_hub.hub import DEFAULT_ARCHITECTURE
+from splitbrain_hub.ops.bins import ab_bin_centers, ab_bin_count, hard_encode
 from training.config import layer_table, parse_args
 from training.data import BatchStream, build_index, make_loader
 from training.objectives import downsample

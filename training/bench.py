@@ -21,8 +21,8 @@ from collections.abc import Callable
 
 import torch
 
-from splitbrain_hub.precision import autocast_dtype, precision_name
-from splitbrain_hub.quantize import ab_bin_count
+from splitbrain_hub.ops.bins import ab_bin_count
+from splitbrain_hub.ops.precision import autocast_dtype, precision_name
 from training.ab_prior import load_ab_prior
 from training.config import Config, build_model, parse_args
 from training.data import BatchStream, build_index, make_loader
@@ -35,9 +35,10 @@ FP32 = dict(amp='off', channels_last=False, fused_adam=False)
 def make_step(config: Config, device: torch.device, seed: int) -> Callable[..., None]:
     """A training step of ``config`` with its own model and optimizer (same initial weights for every mode)."""
     torch.manual_seed(seed)
-    model = build_model(config, device)
+    spec = get_objective(config.objective)
+    model = build_model(spec, config, device)
     prior = load_ab_prior(config.ab_prior) if config.ab_prior else torch.ones(ab_bin_count(), dtype=torch.float64)
-    objective = Objective(model, get_objective(config.objective), ab_prior=prior if config.rebalance else None)
+    objective = Objective(model, spec, ab_prior=prior if config.rebalance else None)
     objective = objective.to(device)
     if config.channels_last:
         objective = objective.to(memory_format=torch.channels_last)

@@ -41,11 +41,11 @@ import PIL
 import torch
 from PIL import Image
 
-from splitbrain_hub.color import rgb_to_lab
+from splitbrain_hub.batch.shards import MAX_MEMBER_BYTES
 from splitbrain_hub.errors import InputError
 from splitbrain_hub.files import atomic_write
-from splitbrain_hub.images import decode_image
-from splitbrain_hub.shards import IMAGE_SUFFIXES, MAX_MEMBER_BYTES
+from splitbrain_hub.images import IMAGE_SUFFIXES, decode_image, greyscale_mask
+from splitbrain_hub.ops.color import rgb_to_lab
 
 MAX_PIXELS = 64_000_000  # a photo to train on is never larger; a hostile file may claim to be
 THUMBNAIL_SIDE = 64      # the near-grey test looks at this much of a photo
@@ -101,10 +101,11 @@ def key_of(candidate: Candidate) -> str:
 # --- one photo: the checks and the re-encoding ------------------------------------------------
 
 def is_greyscale(image: Image.Image) -> bool:
+    """A grey mode, or an RGB photo with R == G == B everywhere (the package's own test)."""
     if image.mode in ('L', 'LA', '1', 'I', 'I;16', 'F'):
         return True
-    rgb = np.asarray(image.convert('RGB'))
-    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+    rgb = torch.from_numpy(np.asarray(image.convert('RGB'))).permute(2, 0, 1)
+    return bool(greyscale_mask(rgb[None]))
 
 
 def chroma_p95(image: Image.Image) -> float:

@@ -16,16 +16,19 @@ import torch
 
 import splitbrain_hub  # noqa: F401  (registers the models in timm)
 from splitbrain_hub.errors import InputError
-from training.objectives import DEFAULT_OBJECTIVE, get_objective
+from training.objectives import DEFAULT_OBJECTIVE, ObjectiveSpec
 
 # Runs live outside the work tree, so a fresh checkout (or a later session) finds and resumes them.
 RUNS_DIR = Path(os.environ.get('SPLITBRAIN_HUB_RUNS', '~/.cache/splitbrain_hub/runs')).expanduser()
+# Where the datasets are (tiny-imagenet/ with its shards, kodak/): a folder of this machine's, so it is named
+# by this variable (or by the flags --data / --train-data), never written into the code.
+DATASETS = Path(os.environ.get('SPLITBRAIN_HUB_DATASETS', '~/.cache/splitbrain_hub/datasets')).expanduser()
 
 
 @dataclass
 class Config:
     objective: str = DEFAULT_OBJECTIVE            # a key of training.objectives.OBJECTIVES
-    data: str = '../shared/datasets/tiny-imagenet/train-*.tar'  # tar shards (comma/glob) or an image folder
+    data: str = str(DATASETS / 'tiny-imagenet' / 'train-*.tar')  # tar shards (comma/glob) or an image folder
     out_dir: str = str(RUNS_DIR / 'split_brain_cl')  # default root: $SPLITBRAIN_HUB_RUNS or ~/.cache/splitbrain_hub/runs
     input_size: int = 128                         # 64x64 sources upsampled by the crop
     crop_scale_min: float = 0.25                  # random-resized-crop area fraction in [min, 1]
@@ -94,8 +97,9 @@ def layer_table(config: Config) -> dict[str, Any]:
         raise InputError(f'--layers: expected a JSON layer table (see ALEXNET_LAYERS), got {config.layers!r} ({e})') from e
 
 
-def build_model(config: Config, device: torch.device) -> torch.nn.Module:
-    spec = get_objective(config.objective)
+def build_model(spec: ObjectiveSpec, config: Config, device: torch.device) -> torch.nn.Module:
+    """The network of ``spec`` (the config's objective, resolved once by the caller) with the config's layer
+    table, on ``device``; its pretrained cfg records the input size it is trained at."""
     model = timm.create_model(spec.architecture, **spec.model_kwargs(), **layer_table(config)).to(device)
     # What the network is trained on, for the exported pretrained_cfg.
     grid = model.forward_pretext(torch.zeros(1, 3, config.input_size, config.input_size, device=device)) \

@@ -1,8 +1,8 @@
-"""Training images -> uint8 batches: WebDataset tar shards (read with ``tarfile``) or an image folder.
+"""Training images -> uint8 batches: WebDataset tar shards or an image folder.
 
-The sample list is an index of (source, offset, size, label): for tar shards the member offsets found
-by one pass over the tar headers (no image is decoded), for a folder the file paths with the class
-from the sub-folder name. Reading by offset gives, at no extra cost:
+The sample list is an index of (source, member, label): for tar shards the members found by one pass over
+the tar headers (``splitbrain_hub.batch.shards``, the CLI's reader; no image is decoded), for a folder
+the file paths with the class from the sub-folder name. Reading by offset gives, at no extra cost:
 
 * a true global shuffle per epoch (``seed``, ``epoch``), not a shard shuffle plus a buffer;
 * exact resume: the loader starts at any batch number, nothing before it is read;
@@ -11,14 +11,13 @@ from the sub-folder name. Reading by offset gives, at no extra cost:
 
 Each sample's random-resized-crop and flip come from a generator seeded by (seed, epoch, sample
 position), so the batches are the same whatever the number of workers or ranks. Decoding gives uint8
-(3, S, S) tensors plus a ``colour`` flag (False for greyscale photos: PIL mode L/LA/1 or R == G == B);
+(3, S, S) tensors plus a ``colour`` flag (False for greyscale photos: ``images.greyscale_mask``);
 colour conversion and target encoding happen batched on the device in the trainer.
 """
 import glob
 import io
 import math
 import os
-import tarfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,36 +26,32 @@ import numpy as np
 import torch
 from PIL import Image
 
+from splitbrain_hub.batch.shards import MAX_MEMBER_BYTES, Member, index, read_member
 from splitbrain_hub.errors import InputError
+from splitbrain_hub.images import IMAGE_SUFFIXES, greyscale_mask
 
-IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
-MAX_MEMBER_BYTES = 32 << 20  # a tar member larger than this is not an image we train on
+__all__ = ['IMAGE_SUFFIXES', 'MAX_MEMBER_BYTES', 'BatchStream', 'Sample', 'build_index', 'make_loader', 'read_bytes',
+           'shard_samples']
 
 
 @dataclass(frozen=True)
 class Sample:
-    source: str   # tar file or image file
-    offset: int   # byte offset of the image data in `source` (0 for a plain file)
-    size: int     # bytes (-1: the whole file)
+    source: str              # tar file or image file
+    member: Member | None    # the image inside ``source`` when that is a tar shard
     label: int
 
 
-def _tar_samples(path: str) -> list[Sample]:
-    """Pairs ``<key>.<image>`` + ``<key>.cls`` of one shard, in tar order; the label is read here (tiny)."""
-    images, labels = {}, {}
-    with tarfile.open(path, 'r:') as tar:
-        for member in tar:
-            if not member.isfile():
-                continue
-            key, _, suffix = member.name.rpartition('.')
-            if '.' + suffix.lower() in IMAGE_SUFFIXES:
-                if member.size > MAX_MEMBER_BYTES:
-                    raise InputError(f'{path}: member {member.name}: expected at most {MAX_MEMBER_BYTES} bytes, '
-                                     f'got {member.size}')
-                images[key] = (member.offset_data, member.size)
-            elif suffix == 'cls':
-                labels[key] = int(tar.extractfile(member).read(16))
-    return [Sample(path, offset, size, labels.get(key, -1)) for key, (offset, size) in images.items()]
+def shard_samples(path: str) -> list[Sample]:
+    """Pairs ``<key>.<image>`` + ``<key>.cls`` of one shard, in tar order (the package's shard reader); the
+    label is read here (tiny). A member above ``MAX_MEMBER_BYTES`` is refused now, not hours into a run."""
+    members = index(Path(path), IMAGE_SUFFIXES | {'.cls'})
+    labels = {m.key: int(read_member(Path(path), m)) for m in members if m.name.endswith('.cls')}
+    images = [m for m in members if not m.name.endswith('.cls')]
+    too_large = [m for m in images if m.size > MAX_MEMBER_BYTES]
+    if too_large:
+        raise InputError(f'{path}: member {too_large[0].name}: expected at most {MAX_MEMBER_BYTES} bytes, '
+                         f'got {too_large[0].size}')
+    return [Sample(path, member, labels.get(member.key, -1)) for member in images]
 
 
 def _folder_samples(root: str) -> list[Sample]:
@@ -66,7 +61,7 @@ def _folder_samples(root: str) -> list[Sample]:
     for label, name in enumerate(classes):
         for path in sorted(Path(root, name).rglob('*')):
             if path.suffix.lower() in IMAGE_SUFFIXES:
-                samples.append(Sample(str(path), 0, -1, label))
+                samples.append(Sample(str(path), None, label))
     return samples
 
 
@@ -79,23 +74,16 @@ def build_index(data: str) -> list[Sample]:
         missing = [p for p in paths if not os.path.isfile(p) or not p.endswith('.tar')]
         if missing:
             raise InputError(f'data: expected an image folder or existing .tar shards, got {missing}')
-        samples = [s for p in paths for s in _tar_samples(p)]
+        samples = [s for p in paths for s in shard_samples(p)]
     if not samples:
         raise InputError(f'data: expected images in {data!r}, found none')
     return samples
 
 
 def read_bytes(sample: Sample) -> bytes:
-    with open(sample.source, 'rb') as f:
-        f.seek(sample.offset)
-        return f.read() if sample.size < 0 else f.read(sample.size)
-
-
-def is_greyscale(image: Image.Image) -> bool:
-    if image.mode in ('L', 'LA', '1', 'I', 'I;16', 'F'):
-        return True
-    rgb = np.asarray(image.convert('RGB'))
-    return bool((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all())
+    if sample.member is None:
+        return Path(sample.source).read_bytes()
+    return read_member(Path(sample.source), sample.member)
 
 
 def random_resized_crop(image: Image.Image, size: int, scale: tuple[float, float], generator: torch.Generator,
@@ -116,8 +104,9 @@ def random_resized_crop(image: Image.Image, size: int, scale: tuple[float, float
 def decode(sample: Sample, size: int, scale: tuple[float, float], generator: torch.Generator):
     image = Image.open(io.BytesIO(read_bytes(sample)))
     image.draft('RGB', (size, size))  # JPEG: decode no larger than needed
-    grey = is_greyscale(image)
-    crop = random_resized_crop(image.convert('RGB'), size, scale, generator)
+    rgb = image.convert('RGB')
+    grey = bool(greyscale_mask(torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None]))
+    crop = random_resized_crop(rgb, size, scale, generator)
     return torch.from_numpy(np.asarray(crop).copy()).permute(2, 0, 1), grey
 
 

@@ -29,7 +29,6 @@ import json
 import math
 import os
 import sys
-import tarfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -44,42 +43,42 @@ from safetensors.torch import load_file, save, save_file
 from tqdm import tqdm
 
 import splitbrain_hub  # noqa: F401  (registers the models in timm)
-from splitbrain_hub.color import lab_to_rgb, rgb_to_lab
 from splitbrain_hub.errors import InputError
 from splitbrain_hub.files import atomic_write
-from splitbrain_hub.inference import DEFAULT_TEMPERATURE, colorize
-from splitbrain_hub.models.splitbrain_alexnet import PRETEXT_TARGETS, REGRESSION_SCALE
-from splitbrain_hub.precision import AMP_SETTINGS, autocast, autocast_dtype, precision_name
-from splitbrain_hub.quantize import (
-    AB_GRID_SIZE,
+from splitbrain_hub.hub import WEIGHTS_NAME, load_pretrained, sha256_of, weights_file
+from splitbrain_hub.images import IMAGE_SUFFIXES, greyscale_mask
+from splitbrain_hub.inference import FEATURE_LAYERS, colorize
+from splitbrain_hub.models import PRETEXT_TARGETS, REGRESSION_SCALE
+from splitbrain_hub.ops.bins import (
+    DEFAULT_TEMPERATURE,
     ab_bin_centers,
     annealed_mean_from_logits,
     hard_encode,
     rebalance_weights,
 )
-from splitbrain_hub.upsample import UPSAMPLERS, Bilinear, GuidedFilter
-from splitbrain_hub.weights import WEIGHTS_NAME, load_pretrained, sha256_of, weights_file
+from splitbrain_hub.ops.color import lab_to_rgb, rgb_to_lab
+from splitbrain_hub.ops.precision import AMP_SETTINGS, autocast, autocast_dtype, precision_name
+from splitbrain_hub.ops.upsample import UPSAMPLERS, Bilinear, GuidedFilter
+from training.config import DATASETS
+from training.data import read_bytes, shard_samples
 
-REPO = Path(__file__).resolve().parents[1]
-DATASET = REPO.parent / 'shared' / 'datasets' / 'tiny-imagenet'
+DATASET = DATASETS / 'tiny-imagenet'
 # Feature caches live outside the work tree (never committed; kept for a later checkout on this machine).
 CACHE = Path(os.environ.get('SPLITBRAIN_HUB_CACHE', '~/.cache/splitbrain_hub/cache')).expanduser()
 NUM_CLASSES = 200
 
 # Probe grid per layer at a 128x128 input (native grids 30, 14, 6, 6, 6): the paper's flattened sizes.
 # conv1 96x10x10 = 9600, conv2 256x6x6 = 9216, conv3/conv4 384x5x5 = 9600, conv5 256x6x6 = 9216.
-LAYERS = ('conv1', 'conv2', 'conv3', 'conv4', 'conv5')
+LAYERS = FEATURE_LAYERS
 PROBE_GRIDS = {'conv1': 10, 'conv2': 6, 'conv3': 5, 'conv4': 5, 'conv5': 6}
 
 # Colorization metrics (Zhang et al. 2016): ab errors are integrated over [0, AUC_MAX_THRESHOLD].
 AUC_MAX_THRESHOLD = 150.0
-TEMPERATURES = (1.0, 0.38, 0.01)  # mean, annealed mean, (nearly) mode
+TEMPERATURES = (1.0, DEFAULT_TEMPERATURE, 0.01)  # mean, annealed mean, (nearly) mode
 # Rebalanced AuC: pixel weight = inverse prior of its ground-truth ab bin. The prior is the histogram of the
 # evaluated val pixels, smoothed by rebalance_weights' Gaussian; lambda near 0 makes it a pure inverse prior.
 REBALANCE_SIGMA = 5.0
 REBALANCE_LAMBDA = 1e-3
-# Photos read from an image folder (full-resolution colorization); other files are ignored.
-IMAGE_SUFFIXES = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp')
 
 
 # --- data -----------------------------------------------------------------------------------------
@@ -97,16 +96,13 @@ def read_split(root: Path, split: str, per_class: int | None) -> tuple[torch.Ten
     taken = [0] * NUM_CLASSES
     limit = per_class if per_class is not None else math.inf
     for shard in tqdm(shards, desc=f'read {split}', unit='shard', leave=False):
-        with tarfile.open(shard) as tf:
-            members = tf.getmembers()
-            for jpg, cls in zip(members[0::2], members[1::2]):
-                label = int(tf.extractfile(cls).read())
-                if taken[label] >= limit:
-                    continue
-                taken[label] += 1
-                image = Image.open(io.BytesIO(tf.extractfile(jpg).read())).convert('RGB')
-                images.append(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1))
-                labels.append(label)
+        for sample in shard_samples(str(shard)):  # the trainer's reader: images and their .cls labels
+            if taken[sample.label] >= limit:
+                continue
+            taken[sample.label] += 1
+            image = Image.open(io.BytesIO(read_bytes(sample))).convert('RGB')
+            images.append(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1))
+            labels.append(sample.label)
         if all(t >= limit for t in taken):
             break
     return torch.stack(images), torch.tensor(labels)
@@ -124,7 +120,7 @@ def read_folder(root: Path) -> list[tuple[str, torch.Tensor]]:
     """Every photo directly in ``root`` (by name): (file name, uint8 RGB (3, H, W)) at its own size."""
     files = sorted(p for p in Path(root).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise InputError(f'--data: expected image files ({", ".join(IMAGE_SUFFIXES)}) in {root}, got none')
+        raise InputError(f'--data: expected image files ({", ".join(sorted(IMAGE_SUFFIXES))}) in {root}, got none')
     return [(p.name, torch.from_numpy(np.asarray(Image.open(p).convert('RGB')).copy()).permute(2, 0, 1))
             for p in files]
 
@@ -260,7 +256,7 @@ def linear_probe(loaded: LoadedModel, root: Path = DATASET, train_per_class: int
                  config: ProbeConfig = ProbeConfig(), cache_dir: Path = CACHE, amp: str = 'auto') -> list[dict]:
     """Probe accuracy per layer of one model: a list of result records (one per layer).
 
-    ``amp`` is the feature extraction's precision (see ``splitbrain_hub.precision``); the probe trains in fp32.
+    ``amp`` is the feature extraction's precision (see ``splitbrain_hub.ops.precision``); the probe trains in fp32.
     """
     unknown = [layer for layer in layers if layer not in LAYERS]
     if unknown:
@@ -339,34 +335,6 @@ def ab_predictor(loaded: LoadedModel):
     return predict
 
 
-def colour_mask(images: torch.Tensor) -> torch.Tensor:
-    """True for colour photos: not R == G == B at every pixel (greyscale photos have no ab to predict)."""
-    flat = images.flatten(2).int()
-    return ((flat[:, 0] != flat[:, 1]) | (flat[:, 1] != flat[:, 2])).any(1)
-
-
-def nearest_ab_bins(ab: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
-    """``quantize.hard_encode`` of ab (N, 2, H, W) without its (N, Q, H, W) distance tensor: (N, H, W) int64.
-
-    The centres are points of the ``AB_GRID_SIZE`` grid, so when a pixel's rounded grid point is a centre it is
-    the nearest one; the few other pixels go through ``hard_encode``.
-    """
-    cells = torch.round(ab / AB_GRID_SIZE).long()
-    center_cells = torch.round(centers / AB_GRID_SIZE).long()
-    offset = int(center_cells.abs().max()) + 1
-    size = 2 * offset + 1
-    table = torch.full((size * size,), -1, dtype=torch.long)
-    table[(center_cells[:, 0] + offset) * size + center_cells[:, 1] + offset] = torch.arange(len(centers))
-    inside = (cells.abs() <= offset).all(1)
-    index = (cells[:, 0].clamp(-offset, offset) + offset) * size + cells[:, 1].clamp(-offset, offset) + offset
-    bins = torch.where(inside, table[index], torch.full_like(index, -1))
-    missing = bins < 0
-    if missing.any():
-        values = ab.permute(0, 2, 3, 1)[missing]  # (M, 2)
-        bins[missing] = hard_encode(values.T.reshape(1, 2, 1, -1), centers.to(ab.dtype)).flatten()
-    return bins
-
-
 class ColorizationMetrics:
     """Accumulates AuC, rebalanced AuC, PSNR and chroma of one predictor over batches."""
 
@@ -408,7 +376,7 @@ class ColorizationMetrics:
 def train_mean_ab(root: Path, train_per_class: int | None) -> torch.Tensor:
     """Mean (a, b) over the pixels of the colour photos of the train split: the "mean ab" baseline, float64 (2,)."""
     train_images, _ = read_split(root, 'train', train_per_class)
-    train_images = train_images[colour_mask(train_images)]
+    train_images = train_images[~greyscale_mask(train_images)]
     mean_ab = torch.zeros(2, dtype=torch.float64)
     for start in range(0, len(train_images), 1000):
         mean_ab += rgb_to_lab(train_images[start:start + 1000].double() / 255)[:, 1:].sum((0, 2, 3))
@@ -426,11 +394,11 @@ def colorization(models: Sequence[LoadedModel], root: Path = DATASET, val_per_cl
                  train_per_class: int | None = 50, input_size: int = 128, batch_size: int = 100) -> list[dict]:
     """Colorization metrics on the colour val photos for each model (all its temperatures) and both baselines."""
     images, _ = read_split(root, 'val', val_per_class)
-    keep = colour_mask(images)
+    keep = ~greyscale_mask(images)
     images = images[keep]
     mean_ab = train_mean_ab(root, train_per_class)
     centers = ab_bin_centers(dtype=torch.float64)
-    bins = torch.cat([nearest_ab_bins(rgb_to_lab(images[start:start + 1000].float() / 255)[:, 1:], centers.float())
+    bins = torch.cat([hard_encode(rgb_to_lab(images[start:start + 1000].float() / 255)[:, 1:], centers.float())
                       for start in range(0, len(images), 1000)])
     bin_weights = rebalancing(bins)
 
@@ -499,12 +467,12 @@ def full_resolution_colorization(models: Sequence[LoadedModel], folder: Path, up
     mean ab, also rounded to 8-bit RGB. Every row's ab are read back from its RGB result.
     """
     photos = read_folder(folder)
-    colour = [bool(colour_mask(image[None])) for _, image in photos]
+    colour = [not greyscale_mask(image[None]) for _, image in photos]
     photos = [photo for photo, keep in zip(photos, colour) if keep]
     images = [image for _, image in photos]
     labs = [rgb_to_lab(image[None].float() / 255) for image in images]
     centers = ab_bin_centers(dtype=torch.float32)
-    bins = [nearest_ab_bins(lab[:, 1:], centers) for lab in labs]
+    bins = [hard_encode(lab[:, 1:], centers) for lab in labs]
     bin_weights = rebalancing(torch.cat([b.flatten() for b in bins]))
     mean_ab = train_mean_ab(train_root, train_per_class)
     parsed = [parse_upsample(spec) for spec in upsamplers]

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from splitbrain_hub.errors import InputError
-from splitbrain_hub.weights import WEIGHTS_NAME, save_pretrained, sha256_of
+from splitbrain_hub.hub import WEIGHTS_NAME, save_pretrained, sha256_of
 from training.config import build_model, parse_args
 from training.objectives import get_objective
 from training.train import CHECKPOINT, load_checkpoint, read_metrics
@@ -28,7 +28,7 @@ def export(out_dir: Path, export_dir: Path) -> Path:
     """The Hub folder from the last checkpoint: fp16 model.safetensors, config.json, README.md."""
     state = load_checkpoint(out_dir / CHECKPOINT)
     config, _ = parse_args([f'--{k}={v}' for k, v in state['config'].items()])
-    model = build_model(config, torch.device('cpu'))
+    model = build_model(get_objective(config.objective), config, torch.device('cpu'))
     model.load_state_dict(state['model'])
     metrics = read_metrics(out_dir, state['step'])
     last = metrics[-1] if metrics else {}

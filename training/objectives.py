@@ -10,8 +10,8 @@ Targets live on the head's output grid (the conv5 grid): the Lab image is downsa
 h x w by area averaging (``adaptive_avg_pool2d``), so each target cell is the mean colour of the input
 pixels it covers, then encoded:
 
-* ``cl``: cross-entropy against soft-encoded bins (``quantize.soft_encode``, 5 nearest, sigma 5), or
-  the nearest bin with ``soft=False``; ab terms may be class-rebalanced (``quantize.rebalance_weights``
+* ``cl``: cross-entropy against soft-encoded bins (``ops.bins.soft_encode``, 5 nearest, sigma 5), or
+  the nearest bin with ``soft=False``; ab terms may be class-rebalanced (``ops.bins.rebalance_weights``
   from the ab prior of the training data; each pixel weighs ``w[nearest bin]``, Zhang et al. 2016).
 * ``reg``: l2 (sum over channels, mean over pixels) against Lab / ``REGRESSION_SCALE``.
 * ``class``: cross-entropy of the classifier on the image label (the supervised upper bound).
@@ -26,8 +26,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from splitbrain_hub.errors import InputError
-from splitbrain_hub.models.splitbrain_alexnet import PRETEXT_TARGETS, REGRESSION_SCALE
-from splitbrain_hub.quantize import ab_bin_centers, hard_encode, l_bin_centers, rebalance_weights, soft_encode
+from splitbrain_hub.models import PRETEXT_TARGETS, REGRESSION_SCALE, SPLIT_BRAIN_HALVES, SPLIT_BRAIN_PRETEXT
+from splitbrain_hub.ops.bins import ab_bin_centers, hard_encode, l_bin_centers, rebalance_weights, soft_encode
 
 LAB = (0, 1, 2)
 L_ONLY = (0,)
@@ -64,7 +64,7 @@ class ObjectiveSpec:
         return any(term.loss != 'class' for term in self.terms)
 
 
-SPLIT = {'l_half': [0], 'ab_half': [1, 2]}
+SPLIT = SPLIT_BRAIN_HALVES
 WHOLE = {'lab': [0, 1, 2]}
 L_NET = {'l': [0]}
 AB_NET = {'ab': [1, 2]}
@@ -108,7 +108,7 @@ OBJECTIVES: dict[str, ObjectiveSpec] = dict([
     _spec('split_brain_reg', 'splitbrain_alexnet', SPLIT, {'l_half': 'ab_reg', 'ab_half': 'l_reg'},
           LossTerm('l_half', 'ab', 'reg'), LossTerm('ab_half', 'l', 'reg'),
           description='Split-Brain Auto (reg,reg)'),
-    _spec('split_brain_cl', 'splitbrain_alexnet', SPLIT, {'l_half': 'ab_cl', 'ab_half': 'l_cl'},
+    _spec('split_brain_cl', 'splitbrain_alexnet', SPLIT, SPLIT_BRAIN_PRETEXT,
           LossTerm('l_half', 'ab', 'cl'), LossTerm('ab_half', 'l', 'cl'),
           description="Split-Brain Auto (cl,cl): the paper's full method (default)"),
     _spec('supervised', 'alexnet_lab', WHOLE, {},

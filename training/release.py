@@ -1,8 +1,8 @@
 """The release run: split-brain (cl,cl) on Tiny ImageNet train for 576,000 images in all, with one command that
 starts it, resumes it and exports it.
 
-    python training/release.py            # start, or resume where it stopped (runs/release_576k outside the tree)
-    python training/release.py --export   # the Hub folder of its last checkpoint, at any time -> <run>/export
+    python -m training.release            # start, or resume where it stopped (runs/release_576k outside the tree)
+    python -m training.release --export   # the Hub folder of its last checkpoint, at any time -> <run>/export
 
 The recipe is the 96,000-image release's (MODEL_CARD.md, "The first 96,000 images": batch 64, 128 px, Adam
 lr 2e-4 with 50 warm-up steps then cosine to 2e-5, class rebalancing with the 4,096-image ab prior) under bf16,
@@ -19,13 +19,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from splitbrain_hub.errors import WeightsError
+from splitbrain_hub.hub import CONFIG_NAME, sha256_of, shipped_weights_path
+from training.config import RUNS_DIR
+from training.train import CHECKPOINT
 
-from splitbrain_hub.errors import WeightsError  # noqa: E402
-from splitbrain_hub.weights import CONFIG_NAME, sha256_of, shipped_weights_path  # noqa: E402
-from training.config import RUNS_DIR  # noqa: E402
-from training.train import CHECKPOINT  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 RUN = RUNS_DIR / 'release_576k'
 STEPS = 7_500
@@ -89,7 +88,7 @@ def main(argv: list[str]) -> None:
         python('-m', 'training.export', f'--out_dir={out_dir}', f'--export_dir={out_dir / "export"}')
         return
     if argv:
-        raise SystemExit(f'usage: python training/release.py [--export], got {argv}')
+        raise SystemExit(f'usage: python -m training.release [--export], got {argv}')
     flags = [f'--{key}={value}' for key, value in RECIPE.items()]
     flags += [f'--out_dir={out_dir}', f'--max_steps={max_steps}', f'--ab_prior={ab_prior()}']
     if (out_dir / CHECKPOINT).is_file():

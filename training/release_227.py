@@ -16,22 +16,23 @@ The A/B gives both arms the same budget (``AB_STEPS`` steps, snapshots every ``A
 colour on the validation photos (``ab-evaluate``); the arm chosen there is written into ``RELEASE_INIT`` before
 the run starts. The release is the run's last step, fixed before it starts. Runs live under
 ``$SPLITBRAIN_HUB_RUNS`` (default ``~/.cache/splitbrain_hub/runs``); each resumes from its checkpoint with the same
-command, or, if the checkpoint is lost, from its newest snapshot with the steps it had left.
+command, or, if the checkpoint is lost, from its newest snapshot with the steps it had left. The evaluations read
+Kodak and Tiny ImageNet under ``$SPLITBRAIN_HUB_DATASETS`` (e.g. ``export SPLITBRAIN_HUB_DATASETS=../shared/datasets``).
 """
 import json
-import os
 import subprocess
 import sys
 import tarfile
 from pathlib import Path
 
-from splitbrain_hub.weights import shipped_weights_path
-from training.config import RUNS_DIR
+from splitbrain_hub.hub import shipped_weights_path
+from training.config import DATASETS, RUNS_DIR
 from training.photo_sources import DATA, SHARDS
 from training.train import CHECKPOINT
 
 REPO = Path(__file__).resolve().parents[1]
-KODAK = Path(os.environ.get('SPLITBRAIN_HUB_KODAK', REPO.parent / 'shared' / 'datasets' / 'kodak'))  # reported only
+KODAK = DATASETS / 'kodak'  # reported, never chosen on
+TINY_IMAGENET = DATASETS / 'tiny-imagenet'  # its train split's mean ab is a baseline
 RUNS = RUNS_DIR / 'release_227'
 VAL_PHOTOS = DATA / 'photos_val'
 RECIPE = dict(objective='split_brain_cl', data=f'{SHARDS}/train-*.tar', input_size=227, crop_scale_min=0.4,
@@ -109,7 +110,7 @@ def val_photos() -> Path:
 def evaluate(weights: dict[str, Path], folder: Path, out: Path) -> None:
     """Colour of each weights folder on ``folder`` at colorize's defaults (guided upsampling), every temperature."""
     python('-m', 'training.evaluate', 'colorization', *[f'--weights={name}={path}' for name, path in weights.items()],
-           f'--data={folder}', '--upsample', 'guided', f'--out={out}')
+           f'--data={folder}', f'--train-data={TINY_IMAGENET}', '--upsample', 'guided', f'--out={out}')
 
 
 def main(argv: list[str]) -> None:

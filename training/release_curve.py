@@ -1,7 +1,7 @@
 """The release run's colour quality against images seen: snapshots of its checkpoint, each measured as the release.
 
-    python training/release_curve.py snapshot   # the run's checkpoint now -> <run>/curve/step_<n> (while it trains)
-    python training/release_curve.py evaluate   # every snapshot not yet measured -> results/release_curve.{json,md}
+    python -m training.release_curve snapshot   # the run's checkpoint now -> <run>/curve/step_<n> (while it trains)
+    python -m training.release_curve evaluate   # every snapshot not yet measured -> results/release_curve.{json,md}
                                                 #   and docs/release_curve.png
 
 Each point is the Kodak photos at ``colorize``'s defaults (the numbers of the release goal) and 2,000 Tiny
@@ -14,26 +14,20 @@ import json
 import sys
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use('Agg')
-import matplotlib.pyplot as plt  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from splitbrain_hub.inference import DEFAULT_TEMPERATURE  # noqa: E402
-from splitbrain_hub.weights import CONFIG_NAME, sha256_of, shipped_weights_path  # noqa: E402
-from training.evaluate import (  # noqa: E402
+from splitbrain_hub.hub import CONFIG_NAME, sha256_of, shipped_weights_path
+from splitbrain_hub.inference import DEFAULT_TEMPERATURE
+from training.evaluate import (
     DATASET,
     colorization,
     full_resolution_colorization,
     load_frozen_model,
     write_json,
 )
-from training.export import export  # noqa: E402
-from training.release import RECIPE, RUN, START_IMAGES, START_WEIGHTS_SHA256, current_run, first_step  # noqa: E402
-from training.train import CHECKPOINT, load_checkpoint  # noqa: E402
+from training.export import export
+from training.release import RECIPE, RUN, START_IMAGES, START_WEIGHTS_SHA256, current_run, first_step
+from training.train import CHECKPOINT, load_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
 
 KODAK = DATASET.parent / 'kodak'
 CURVE = RUN / 'curve'
@@ -88,7 +82,7 @@ def goal_gaps(point: dict) -> dict:
 
 def markdown(curve: list[dict]) -> str:
     lines = ['# The release run: colour quality against images seen', '',
-             f"`python training/release_curve.py evaluate`. Kodak: the 24 photos at `colorize`'s defaults "
+             f"`python -m training.release_curve evaluate`. Kodak: the 24 photos at `colorize`'s defaults "
              f'(T = {DEFAULT_TEMPERATURE}, guided upsampling); val: {curve[0]["val_images"]} Tiny ImageNet val '
              'photos at the same T, bilinear. Goal (Kodak): rebalanced AuC >= grey + 0.06, AuC >= grey - 0.01, '
              'chroma within 20 % of the truth. "gap" columns: distance to each goal, >= 0 when met.', '',
@@ -107,6 +101,9 @@ def markdown(curve: list[dict]) -> str:
 
 def plot(curve: list[dict], path: Path) -> None:
     images = [p['images_seen'] for p in curve]
+    import matplotlib
+    matplotlib.use('Agg')  # a file, no display
+    import matplotlib.pyplot as plt
     figure, axes = plt.subplots(1, 3, figsize=(13, 3.6), constrained_layout=True)
     for axis, key, title in ((axes[0], 'auc_rebalanced', 'rebalanced AuC'), (axes[1], 'auc', 'AuC')):
         for data, style, colour in STYLES:
@@ -147,5 +144,5 @@ def evaluate() -> list[dict]:
 if __name__ == '__main__':
     commands = {'snapshot': snapshot, 'evaluate': evaluate}
     if sys.argv[1:] not in [[name] for name in commands]:
-        raise SystemExit(f'usage: python training/release_curve.py {{{"|".join(commands)}}}, got {sys.argv[1:]}')
+        raise SystemExit(f'usage: python -m training.release_curve {{{"|".join(commands)}}}, got {sys.argv[1:]}')
     commands[sys.argv[1]]()

@@ -1,9 +1,9 @@
 """Table 2 of the paper on Tiny ImageNet, with one command: train what is missing, probe everything, write the table.
 
-    python training/reproduce_table2.py                         # every row, its seeds, the default budget
-    python training/reproduce_table2.py --seeds 0 1 --rows split_brain_cl gaussian
-    python training/reproduce_table2.py --no-train              # probe only the runs that exist
-    python training/reproduce_table2.py --budget-images 2000000 --train-arg device=cuda
+    python -m training.reproduce_table2                         # every row, its seeds, the default budget
+    python -m training.reproduce_table2 --seeds 0 1 --rows split_brain_cl gaussian
+    python -m training.reproduce_table2 --no-train              # probe only the runs that exist
+    python -m training.reproduce_table2 --budget-images 2000000 --train-arg device=cuda
 
 Each row is trained by ``training/train.py`` (``--objective=<row>``) for the same number of images seen
 (``--budget-images``, rounded up to whole batches), on the same train shards, at the same input size, into
@@ -26,23 +26,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from splitbrain_hub.precision import AMP_SETTINGS  # noqa: E402
-from splitbrain_hub.weights import CONFIG_NAME, weights_file  # noqa: E402
-from training.config import RUNS_DIR  # noqa: E402
-from training.evaluate import (  # noqa: E402
+from splitbrain_hub.hub import CONFIG_NAME, weights_file
+from splitbrain_hub.ops.precision import AMP_SETTINGS
+from training.config import RUNS_DIR
+from training.evaluate import (
     CACHE,
     DATASET,
     LAYERS,
     PROBE_GRIDS,
-    REPO,
     ProbeConfig,
     linear_probe,
     load_frozen_model,
     write_json,
 )
 
+REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / 'results'
 RUNS = RUNS_DIR / 'table2'
 # One budget for every trained row: 300 steps of 64 at 128 px, chosen so that the 12 trained runs (13 with

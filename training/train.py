@@ -16,7 +16,7 @@ Launch (from the repository root):
     # Hub-ready folder from the last checkpoint, and its upload: see training/export.py
     python -m training.export --out_dir=runs/release --push_to_hub=org/name
     # the ab prior for class rebalancing, estimated from training images: see training/ab_prior.py
-    python -m training.ab_prior --data='../shared/datasets/tiny-imagenet/train-*.tar' --out=runs/ab_prior.json
+    python -m training.ab_prior --out=runs/ab_prior.json   # --data defaults to $SPLITBRAIN_HUB_DATASETS/tiny-imagenet
 
 Every ``Config`` field is a ``--key=value`` flag; unknown keys are an error. Optimizer: Adam (betas 0.9,
 0.99, as Zhang et al. train colorization nets: no BatchNorm in this AlexNet, and SGD needs a long
@@ -29,7 +29,6 @@ writes the checkpoints. The CUDA path: bf16 autocast, channels_last, cudnn.bench
 import dataclasses
 import json
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -40,14 +39,15 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from splitbrain_hub.batch.distributed import Rank, from_environment, local_device, process_group
 from splitbrain_hub.errors import InputError
 from splitbrain_hub.files import atomic_write
-from splitbrain_hub.precision import autocast, autocast_dtype, precision_name
-from splitbrain_hub.weights import load_safetensors, save_pretrained, weights_file
+from splitbrain_hub.hub import load_safetensors, save_pretrained, weights_file
+from splitbrain_hub.ops.precision import autocast, autocast_dtype, precision_name
 from training.ab_prior import estimate_ab_prior, load_ab_prior, save_ab_prior
 from training.config import Config, build_model, layer_table, parse_args
 from training.data import BatchStream, build_index, make_loader
-from training.objectives import Objective, get_objective
+from training.objectives import Objective, ObjectiveSpec, get_objective
 
 CHECKPOINT = 'ckpt.pt'
 METRICS = 'metrics.jsonl'
@@ -82,24 +82,19 @@ def lr_factor(step: int, config: Config) -> float:
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
-def setup_device(config: Config) -> tuple[torch.device, int, int]:
-    """The device of this process, its rank and the world size (torchrun sets RANK / WORLD_SIZE)."""
-    ddp = 'RANK' in os.environ
-    rank, world_size = (int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])) if ddp else (0, 1)
+def setup_device(config: Config) -> tuple[torch.device, Rank]:
+    """This process's device and its rank (torchrun's, read by the package as the CLI reads it), and the
+    process-wide settings of a training run: cuDNN autotuning and TF32 on CUDA, the CPU thread count."""
+    rank = from_environment()
     device_type = ('cuda' if torch.cuda.is_available() else 'cpu') if config.device == 'auto' else config.device
-    if device_type == 'cuda':
-        local_rank = int(os.environ.get('LOCAL_RANK', 0))
-        torch.cuda.set_device(local_rank)
-        device = torch.device('cuda', local_rank)
+    device = local_device(torch.device(device_type), rank)
+    if device.type == 'cuda':
+        torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    else:
-        device = torch.device('cpu')
-    if ddp:
-        dist.init_process_group('nccl' if device.type == 'cuda' else 'gloo')
     if config.threads:
         torch.set_num_threads(config.threads)
-    return device, rank, world_size
+    return device, rank
 
 
 def make_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optimizer:
@@ -111,11 +106,10 @@ def make_optimizer(config: Config, model: torch.nn.Module) -> torch.optim.Optimi
     raise InputError(f'optimizer: expected adam or sgd, got {config.optimizer!r}')
 
 
-def make_objective(config: Config, model: torch.nn.Module, state: dict[str, Any] | None, out_dir: Path,
-                   master: bool) -> tuple[Objective, torch.Tensor | None]:
-    """The loss module of the config's objective, with the ab prior (from the checkpoint, a file or estimated)
-    when its ab cl terms are class-rebalanced."""
-    spec = get_objective(config.objective)
+def make_objective(spec: ObjectiveSpec, config: Config, model: torch.nn.Module, state: dict[str, Any] | None,
+                   out_dir: Path, master: bool) -> tuple[Objective, torch.Tensor | None]:
+    """The loss module of ``spec`` (the config's objective), with the ab prior (from the checkpoint, a file or
+    estimated) when its ab cl terms are class-rebalanced."""
     ab_prior = None
     if config.rebalance and any(t.target == 'ab' and t.loss == 'cl' for t in spec.terms):
         if state is not None:
@@ -239,71 +233,72 @@ class LossWindow:
 def train(config: Config, resume: bool = False) -> dict[str, Any]:
     """Train ``config``'s objective for ``max_steps`` (from the checkpoint in ``out_dir`` with ``resume``)."""
     from tqdm import tqdm
-    device, rank, world_size = setup_device(config)
-    amp_dtype = autocast_dtype(config.amp, device)
-    precision = precision_name(amp_dtype)
-    out_dir = Path(config.out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    master = rank == 0
+    device, torchrun = setup_device(config)
+    rank, world_size = torchrun.rank, torchrun.world_size
+    # Under torchrun: the process group of DDP's gradient all-reduce (ranks stay in step: torch's default timeout).
+    with process_group(torchrun, device, timeout=None):
+        amp_dtype = autocast_dtype(config.amp, device)
+        precision = precision_name(amp_dtype)
+        out_dir = Path(config.out_dir)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        master = rank == 0
 
-    state = load_checkpoint(out_dir / CHECKPOINT) if resume else None
-    torch.manual_seed(config.seed + rank)
-    spec = get_objective(config.objective)
-    model = build_model(config, device)
-    objective, ab_prior = make_objective(config, model, state, out_dir, master)
-    optimizer = make_optimizer(config, model)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
-    if state is None and config.init_weights:
-        load_init_weights(model, config.init_weights)
-    progress = Progress() if state is None else restore(state, model, optimizer, scheduler, device)
-    if state is not None and master:
-        drop_metrics_after(out_dir, progress.step)
-    network = wrap_for_training(objective, config, device)
-    if master:
-        print(f'{spec.name}: {device}, precision {precision} (amp={config.amp}), '
-              f'torch threads {torch.get_num_threads()}', file=sys.stderr, flush=True)
+        state = load_checkpoint(out_dir / CHECKPOINT) if resume else None
+        torch.manual_seed(config.seed + rank)
+        spec = get_objective(config.objective)  # resolved once, handed to everything that needs it
+        model = build_model(spec, config, device)
+        objective, ab_prior = make_objective(spec, config, model, state, out_dir, master)
+        optimizer = make_optimizer(config, model)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: lr_factor(step, config))
+        if state is None and config.init_weights:
+            load_init_weights(model, config.init_weights)
+        progress = Progress() if state is None else restore(state, model, optimizer, scheduler, device)
+        if state is not None and master:
+            drop_metrics_after(out_dir, progress.step)
+        network = wrap_for_training(objective, config, device)
+        if master:
+            print(f'{spec.name}: {device}, precision {precision} (amp={config.amp}), '
+                  f'torch threads {torch.get_num_threads()}', file=sys.stderr, flush=True)
 
-    # Rank r reads global batches r, r + world, ...; step s consumes global batches s*world .. +world-1.
-    samples = build_index(config.data)
-    stream = BatchStream(samples, config.batch_size, config.input_size, (config.crop_scale_min, 1.0),
-                         config.seed, start_batch=progress.step * world_size, rank=rank, world_size=world_size)
-    loader = iter(make_loader(stream, config.num_workers, pin_memory=device.type == 'cuda'))
+        # Rank r reads global batches r, r + world, ...; step s consumes global batches s*world .. +world-1.
+        samples = build_index(config.data)
+        stream = BatchStream(samples, config.batch_size, config.input_size, (config.crop_scale_min, 1.0),
+                             config.seed, start_batch=progress.step * world_size, rank=rank, world_size=world_size)
+        loader = iter(make_loader(stream, config.num_workers, pin_memory=device.type == 'cuda'))
 
-    model.train()
-    window = LossWindow()
-    bar = tqdm(total=config.max_steps, initial=progress.step, disable=not (config.progress and master), desc=spec.name)
-    while progress.step < config.max_steps:
-        t0 = time.perf_counter()
-        global_batch, images, labels, colour = next(loader)
-        if global_batch != progress.step * world_size + rank:
-            raise RuntimeError(f'data order: expected batch {progress.step * world_size + rank}, got {global_batch}')
-        images = images.to(device, non_blocking=True)
-        labels, colour = labels.to(device, non_blocking=True), colour.to(device, non_blocking=True)
-        t1 = time.perf_counter()
-        loss, losses = training_step(network, model, optimizer, images, labels, colour, amp_dtype, config.channels_last)
-        scheduler.step()
-        progress.step += 1
-        progress.images_seen += config.batch_size * world_size
-        progress.train_seconds += time.perf_counter() - t0
-        window.add(loss, losses, t1 - t0)
-        bar.update(1)
-        last = progress.step == config.max_steps
-        if progress.step % config.log_every == 0 or last:
-            row = window.row(progress, config.batch_size * world_size, scheduler.get_last_lr()[0], precision)
-            if master:
-                with open(out_dir / METRICS, 'a') as f:
-                    f.write(json.dumps(row) + '\n')
-                bar.set_postfix(loss=f'{row["loss"]:.3f}', img_s=f'{row["img_per_s"]:.1f}')
-            window = LossWindow()
-        if (progress.step % config.checkpoint_every == 0 or last) and master:
-            save_checkpoint(out_dir / CHECKPOINT, checkpoint_state(config, model, optimizer, scheduler, progress,
-                                                                   precision, len(samples), ab_prior, device))
-        if config.snapshot_every and progress.step % config.snapshot_every == 0 and master:
-            save_snapshot(out_dir, model, progress)
-    bar.close()
-    if dist.is_initialized():
-        dist.destroy_process_group()
-    return dict(dataclasses.asdict(progress), precision=precision)
+        model.train()
+        window = LossWindow()
+        bar = tqdm(total=config.max_steps, initial=progress.step, disable=not (config.progress and master), desc=spec.name)
+        while progress.step < config.max_steps:
+            t0 = time.perf_counter()
+            global_batch, images, labels, colour = next(loader)
+            if global_batch != progress.step * world_size + rank:
+                raise RuntimeError(f'data order: expected batch {progress.step * world_size + rank}, got {global_batch}')
+            images = images.to(device, non_blocking=True)
+            labels, colour = labels.to(device, non_blocking=True), colour.to(device, non_blocking=True)
+            t1 = time.perf_counter()
+            loss, losses = training_step(network, model, optimizer, images, labels, colour, amp_dtype, config.channels_last)
+            scheduler.step()
+            progress.step += 1
+            progress.images_seen += config.batch_size * world_size
+            progress.train_seconds += time.perf_counter() - t0
+            window.add(loss, losses, t1 - t0)
+            bar.update(1)
+            last = progress.step == config.max_steps
+            if progress.step % config.log_every == 0 or last:
+                row = window.row(progress, config.batch_size * world_size, scheduler.get_last_lr()[0], precision)
+                if master:
+                    with open(out_dir / METRICS, 'a') as f:
+                        f.write(json.dumps(row) + '\n')
+                    bar.set_postfix(loss=f'{row["loss"]:.3f}', img_s=f'{row["img_per_s"]:.1f}')
+                window = LossWindow()
+            if (progress.step % config.checkpoint_every == 0 or last) and master:
+                save_checkpoint(out_dir / CHECKPOINT, checkpoint_state(config, model, optimizer, scheduler, progress,
+                                                                       precision, len(samples), ab_prior, device))
+            if config.snapshot_every and progress.step % config.snapshot_every == 0 and master:
+                save_snapshot(out_dir, model, progress)
+        bar.close()
+        return dict(dataclasses.asdict(progress), precision=precision)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -33,16 +33,17 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import ClassifierHead
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 
-from ..color import _in_traced_graph, _rgb_to_lab
 from ..errors import InputError, WeightsError
-from ..quantize import L_BIN_COUNT, ab_bin_count
-from ..weights import resolve_pretrained_cfg_file
+from ..hub.builder import build_model_with_weights
+from ..ops.bins import L_BIN_COUNT, ab_bin_count
+from ..ops.color import PIXELS_PER_PASS, rgb_to_lab_unchecked
+from ..ops.tracing import in_traced_graph
 
-__all__ = ['ALEXNET_LAYERS', 'ConvLayer', 'FcLayer', 'SplitBrainAlexNet', 'PRETEXT_TARGETS', 'SPLIT_BRAIN_HALVES',
-           'SPLIT_BRAIN_PRETEXT']
+__all__ = ['ALEXNET_LAYERS', 'ConvLayer', 'FcLayer', 'PRETEXT_TARGETS', 'PretextTarget', 'REGRESSION_SCALE',
+           'SPLIT_BRAIN_HALVES', 'SPLIT_BRAIN_PRETEXT', 'SplitBrainAlexNet', 'checkpoint_filter_fn']
 
 
 # --- architecture as data -------------------------------------------------------------------------
@@ -119,8 +120,6 @@ PRETEXT_TARGETS: dict[str, PretextTarget] = {
 
 # --- modules --------------------------------------------------------------------------------------
 
-_LAB_CHUNK_PIXELS = 1 << 18
-
 
 class DataLab(nn.Module):
     """RGB (or grey) in [0, 1] -> Lab -> per-channel ``scale * lab + shift``: the release's ``data_lab``.
@@ -141,20 +140,20 @@ class DataLab(nn.Module):
     def lab(self, x: torch.Tensor) -> torch.Tensor:
         """Raw Lab (L in [0, 100]) of an RGB or greyscale batch; greyscale gets a = b = 0 exactly."""
         rgb = x.expand(-1, 3, -1, -1) if self.in_chans == 1 else x
-        lab = _rgb_to_lab(rgb) if torch.jit.is_scripting() else self._rgb_to_lab_in_chunks(rgb)
+        lab = rgb_to_lab_unchecked(rgb) if torch.jit.is_scripting() else self._rgb_to_lab_in_chunks(rgb)
         if self.in_chans == 1:
             lab = torch.cat([lab[:, :1], torch.zeros_like(lab[:, 1:])], dim=1)
         return lab
 
     @torch.jit.unused
     def _rgb_to_lab_in_chunks(self, rgb: torch.Tensor) -> torch.Tensor:
-        """A few images at a time: the conversion's elementwise passes then stay in cache (3x faster on
-        a CPU for a batch of 64 at 227x227 than one pass over the whole batch). Each image's numbers are
-        the same either way, so a traced graph takes the one pass (see ``_in_traced_graph``)."""
-        if _in_traced_graph(rgb):
-            return _rgb_to_lab(rgb)
-        chunk = max(1, _LAB_CHUNK_PIXELS // (rgb.shape[-2] * rgb.shape[-1]))
-        return torch.cat([_rgb_to_lab(images) for images in rgb.split(chunk)])
+        """A few images at a time (``PIXELS_PER_PASS``): the conversion's elementwise passes then stay in the
+        CPU cache. Each image's numbers are the same either way, so a traced graph takes the one pass (see
+        ``in_traced_graph``)."""
+        if in_traced_graph(rgb):
+            return rgb_to_lab_unchecked(rgb)
+        chunk = max(1, PIXELS_PER_PASS // (rgb.shape[-2] * rgb.shape[-1]))
+        return torch.cat([rgb_to_lab_unchecked(images) for images in rgb.split(chunk)])
 
     def normalize(self, lab: torch.Tensor) -> torch.Tensor:
         # channels_last: the towers' convolutions run markedly faster in it on CPU (and on GPU in bf16).
@@ -251,9 +250,9 @@ class GemmConv2d(nn.Conv2d):
 
     Why: fc6 is a 6x6 convolution with dilation 2 on the small conv5 grid, most of the network's work. On
     CPUs oneDNN's dilated convolution does not use the bf16 matrix units; as one GEMM, fc6's forward +
-    backward in bf16 runs 2.2x faster (178 vs 393 ms, batch 64 at 128 px, 2 cores). fp32 is within 7 %.
-    The pretext heads are 1x1 instances: oneDNN's bf16 weight gradient of a 1x1 convolution from 4096
-    channels to 1-8 (the regression heads) corrupts the heap on CPU (torch 2.14.1, AVX-512 BF16; see
+    backward in bf16 runs about twice as fast, and fp32 about as fast (figures: MODEL_CARD.md, "Training speed
+    and precision"). The pretext heads are 1x1 instances: oneDNN's bf16 weight gradient of a 1x1 convolution from
+    4096 channels to 1-8 (the regression heads) has corrupted the heap on CPUs with AVX-512 BF16 (see
     ``tests/test_models.py::test_regression_head_bf16_backward``); as a GEMM it is correct.
     """
 
@@ -538,12 +537,9 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: SplitBrainA
 
 
 def _create_splitbrain_alexnet(variant: str, pretrained: bool = False, **kwargs: Any) -> SplitBrainAlexNet:
-    if pretrained:
-        kwargs['pretrained_cfg'] = resolve_pretrained_cfg_file(
-            variant, kwargs.pop('pretrained_cfg', None), kwargs.pop('pretrained_cfg_overlay', None),
-            cache_dir=kwargs.get('cache_dir'))
     out_indices = kwargs.pop('out_indices', (0, 1, 2, 3, 4))
-    return build_model_with_cfg(
+    # timm's build_model_with_cfg, with the weight sources of splitbrain_hub.hub (the Hub, the shipped file).
+    return build_model_with_weights(
         SplitBrainAlexNet,
         variant,
         pretrained,

@@ -27,18 +27,20 @@ from safetensors.torch import save as safetensors_bytes
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__
 from ..errors import SplitBrainError
 from ..images import IMAGE_FORMATS, decode_image
-from ..inference import DEFAULT_TEMPERATURE, FEATURE_LAYERS, SIZE_RANGE, TEMPERATURE_RANGE
-from ..upsample import DEFAULT_UPSAMPLE, UPSAMPLERS
+from ..inference import FEATURE_LAYERS, TEMPERATURE_RANGE
+from ..ops.bins import DEFAULT_TEMPERATURE
+from ..ops.upsample import DEFAULT_UPSAMPLE, UPSAMPLERS
+from ..prediction import SIZE_RANGE
+from ..version import __version__
 from .batcher import MicroBatcher, QueueFull
-from .config import CONFIG_ENV, ServeConfig
+from .config import ServeConfig
 from .engine import Engine, batch_key
 from .errors import ApiError, refused_image, responses
 from .uploads import MEDIA_TYPES, choose_media_type, encode_image
 
-__all__ = ['create_app', 'app_from_env']
+__all__ = ['create_app']
 
 _logger = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).parent / 'static'
@@ -364,8 +366,3 @@ def create_app(config: ServeConfig) -> FastAPI:
     _add_service_routes(app, state)
     app.state.service = state
     return app
-
-
-def app_from_env() -> FastAPI:
-    """The app for uvicorn's ``factory=True`` (each worker process builds its own from ``CONFIG_ENV``)."""
-    return create_app(ServeConfig.from_json(os.environ.get(CONFIG_ENV, '{}')))

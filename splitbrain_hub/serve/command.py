@@ -6,10 +6,12 @@ is imported when the command runs, so the rest of the CLI works without it.
 import argparse
 import copy
 import dataclasses
+import functools
+import inspect
 import os
 
 from ..errors import SplitBrainError
-from .config import CONFIG_ENV, ServeConfig
+from .config import ServeConfig
 
 __all__ = ['add_arguments', 'run']
 
@@ -54,12 +56,35 @@ def run(args: argparse.Namespace) -> int:
     if config.weights is not None and not os.path.exists(config.weights):
         raise SplitBrainError(f'--weights {config.weights}: expected a save_pretrained folder or .safetensors file, '
                               'but it does not exist')
-    # Worker processes import the app factory; the settings reach them through the environment.
-    os.environ[CONFIG_ENV] = config.to_json()
+    _serve(config, uvicorn)
+    return 0
+
+
+def _serve(config: ServeConfig, uvicorn) -> None:
+    """uvicorn with one app per worker process, each built by ``create_app(config)``.
+
+    The factory and its settings are handed to uvicorn as one picklable object: each worker process
+    receives them as it starts, nothing travels through the environment. ``uvicorn.run`` accepts only an
+    import string for several workers, so its own supervisor (``Multiprocess``) is started here.
+    """
+    from uvicorn.supervisors import Multiprocess
+
+    from .app import create_app
     # uvicorn's own log set-up, plus the package's logger (model loaded, draining) on the same handler.
     log_config = copy.deepcopy(uvicorn.config.LOGGING_CONFIG)
     log_config['loggers']['splitbrain_hub'] = {'handlers': ['default'], 'level': 'INFO', 'propagate': False}
-    uvicorn.run('splitbrain_hub.serve.app:app_from_env', factory=True, host=config.host, port=config.port,
-                workers=config.workers, timeout_graceful_shutdown=config.drain_timeout_s, log_level='info',
-                log_config=log_config)
-    return 0
+    settings = uvicorn.Config(functools.partial(create_app, config), factory=True, host=config.host, port=config.port,
+                              workers=config.workers, timeout_graceful_shutdown=config.drain_timeout_s,
+                              log_level='info', log_config=log_config)
+    server = uvicorn.Server(settings)
+    if config.workers == 1:
+        server.run()
+        if not server.started:
+            raise SplitBrainError(f'serve: the server did not start on {config.host}:{config.port} (see the log above)')
+        return
+    sockets = [settings.bind_socket()]
+    # uvicorn < 0.36 takes the worker's entry point too; later versions build it from the config.
+    takes_target = 'target' in inspect.signature(Multiprocess).parameters
+    supervisor = Multiprocess(settings, target=server.run, sockets=sockets) if takes_target else \
+        Multiprocess(settings, sockets=sockets)
+    supervisor.run()

@@ -1,11 +1,7 @@
-"""The service's settings, as data: one dataclass the CLI fills, JSON-friendly so worker processes get it too."""
-import json
-from dataclasses import asdict, dataclass, fields
+"""The service's settings, as data: one frozen dataclass the CLI fills and each worker process receives."""
+from dataclasses import dataclass
 
-__all__ = ['ServeConfig', 'CONFIG_ENV']
-
-# uvicorn starts each worker process by importing the app factory; the settings travel in this variable.
-CONFIG_ENV = 'SPLITBRAIN_SERVE_CONFIG'
+__all__ = ['ServeConfig']
 
 
 @dataclass(frozen=True)
@@ -33,11 +29,3 @@ class ServeConfig:
     max_size: int = 512
     request_timeout_s: float = 30.0
     drain_timeout_s: float = 30.0
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self))
-
-    @classmethod
-    def from_json(cls, text: str) -> 'ServeConfig':
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in json.loads(text).items() if k in known})

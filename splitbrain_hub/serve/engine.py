@@ -10,10 +10,10 @@ from typing import Any
 
 from PIL import Image
 
-from .. import __version__
+from ..hub import DEFAULT_ARCHITECTURE, sha256_of, weights_file
 from ..inference import colorize, extract_features, load_model, predict_lightness
-from ..quantize import ab_bin_count
-from ..weights import DEFAULT_ARCHITECTURE, sha256_of, weights_file
+from ..ops.bins import ab_bin_count
+from ..version import __version__
 
 __all__ = ['Engine', 'OPERATIONS', 'batch_key']
 

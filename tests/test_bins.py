@@ -6,23 +6,23 @@ import numpy as np
 import pytest
 import torch
 
-from splitbrain_hub.color import rgb_to_lab
 from splitbrain_hub.errors import InputError
-from splitbrain_hub.quantize import (
+from splitbrain_hub.ops.bins import (
     _AB_BINS_PATH,
     AB_GRID_SIZE,
     L_BIN_COUNT,
-    _annealed_mean_from_logits,
     ab_bin_centers,
     ab_bin_count,
     annealed_mean,
     annealed_mean_from_logits,
+    annealed_mean_from_logits_unchecked,
     hard_encode,
     l_bin_centers,
     rebalance_weights,
     soft_encode,
     write_ab_bin_centers,
 )
+from splitbrain_hub.ops.color import rgb_to_lab
 
 
 def in_gamut_ab(device, dtype=torch.float64, size=32) -> torch.Tensor:
@@ -54,7 +54,7 @@ class TestBinCenters:
         assert centers.tolist() == sorted(centers.tolist())
 
     def test_generator_reproduces_shipped_file(self, tmp_path):
-        # One sweep of all 256³ 8-bit colours (through color._rgb_to_lab, itself checked against scikit-image
+        # One sweep of all 256³ 8-bit colours (through color.rgb_to_lab_unchecked, itself checked against scikit-image
         # in test_color.py) rewrites the shipped file byte for byte.
         path = tmp_path / 'ab_bins.json'
         write_ab_bin_centers(path)
@@ -211,7 +211,7 @@ class TestAnnealedMean:
         logits = torch.randn(2, 261, 3, 4)
         with warnings.catch_warnings():
             warnings.simplefilter('ignore', FutureWarning)  # torch.jit.script is deprecated
-            scripted = torch.jit.script(_annealed_mean_from_logits)
+            scripted = torch.jit.script(annealed_mean_from_logits_unchecked)
         expected = annealed_mean_from_logits(logits, ab_bin_centers(), 0.38)
         torch.testing.assert_close(scripted(logits, ab_bin_centers(), 0.38), expected)
 
@@ -286,3 +286,12 @@ class TestRebalanceWeights:
         arguments = {'histogram': torch.ones(50), 'centers': l_bin_centers(), **kwargs}
         with pytest.raises(InputError, match=message):
             rebalance_weights(**arguments)
+
+
+def test_hard_encode_in_chunks_is_the_nearest_centre(monkeypatch):
+    from splitbrain_hub.ops import bins
+    centers = ab_bin_centers()
+    ab = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(1)) * 80  # many out of gamut
+    nearest = (ab[:, None] - centers[None, :, :, None, None]).square().sum(2).argmin(1)
+    monkeypatch.setattr(bins, 'ENCODE_PIXELS', 7)  # 128 pixels in 19 chunks, the last one short
+    assert torch.equal(hard_encode(ab, centers), nearest)
