@@ -38,6 +38,8 @@ from .prediction import (
     half_for,
     network_input,
     network_size,
+    photo_network_size,
+    photo_size_rule,
     recombine,
     resize,
     sides,
@@ -148,10 +150,10 @@ def _cross_channel(images: Any, task: CrossChannelTask, temperature: float, mode
     model, device = _model_and_device(model, device)
     amp_dtype = autocast_dtype(amp, device)
     half = half_for(model, task)
-    size = network_size(model, size)
+    size_rule = photo_size_rule(model, size)
     _check_batch_size(batch_size)
     predict = functools.partial(_predict_batch, task=task, temperature=temperature, model=model, device=device,
-                                amp_dtype=amp_dtype, half=half, size=size, upsample=upsample)
+                                amp_dtype=amp_dtype, half=half, size_rule=size_rule, upsample=upsample)
     if not isinstance(images, (list, tuple)):
         return predict(load_batches(images))[0]
     outputs: list[Any] = []
@@ -161,15 +163,24 @@ def _cross_channel(images: Any, task: CrossChannelTask, temperature: float, mode
 
 
 def _predict_batch(batches: list[ImageBatch], task: CrossChannelTask, temperature: float, model: torch.nn.Module,
-                   device: torch.device, amp_dtype: torch.dtype | None, half: str, size: tuple[int, int],
+                   device: torch.device, amp_dtype: torch.dtype | None, half: str, size_rule: int | tuple[int, int],
                    upsample: Upsampler) -> list[Any]:
-    """One forward pass of ``half`` over ``batches``; each result handed back as the kind its input came in."""
+    """``half`` over ``batches``, one forward pass per network size among them (photos of one aspect ratio
+    share a pass); each result handed back as the kind its input came in."""
     dtype = next(model.parameters()).dtype
     with _evaluating(model, device):
         labs = [full_resolution_lab(batch, device, task) for batch in batches]
-        with autocast(device, amp_dtype):
-            raw = model.forward_pretext(network_input(labs, task, size).to(dtype), is_lab=True, halves=[half])[half]
-        predicted = decode(raw, model.pretext_targets[half], task, temperature).split([lab.shape[0] for lab in labs])
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, lab in enumerate(labs):
+            groups.setdefault(photo_network_size(*lab.shape[-2:], size_rule), []).append(i)
+        predicted: list[torch.Tensor] = [torch.empty(0)] * len(labs)
+        for size, members in groups.items():
+            with autocast(device, amp_dtype):
+                raw = model.forward_pretext(network_input([labs[i] for i in members], task, size).to(dtype),
+                                            is_lab=True, halves=[half])[half]
+            values = decode(raw, model.pretext_targets[half], task, temperature)
+            for i, prediction in zip(members, values.split([labs[i].shape[0] for i in members])):
+                predicted[i] = prediction
         results = [recombine(lab, prediction, task, upsample) for lab, prediction in zip(labs, predicted)]
     # A returned tensor must be usable with autograd like any other: cloned outside inference mode.
     return [to_output(result.clone() if batch.kind == 'tensor' else result, batch)
@@ -193,7 +204,9 @@ def colorize(image: Any, *, temperature: float = DEFAULT_TEMPERATURE, model: tor
         temperature: annealed-mean temperature in [0.01, 10]: lower is more vivid, higher more sober.
         model: a ``SplitBrainAlexNet`` with an L half predicting ab; None loads the pretrained one.
         device: None picks CUDA, then MPS, then the CPU (or the given model's device).
-        size: network input side(s); None uses the model's pretrained input size.
+        size: the network's input: None, the short side at the model's pretrained input size (227 px weights
+            see a 768x512 photo at 341x227); an int, that short side (both keep the aspect ratio, as torchvision's
+            ``Resize(int)`` does); (height, width), exactly that.
         amp: the network's precision: 'auto' (bf16 where the CPU or GPU runs it natively), 'bf16' or 'off'
             (fp32). Colour maths is fp32 either way, also inside a caller's ``torch.autocast``.
         upsample: how the coarse ab grid reaches the photo's resolution: 'guided' (a guided filter with
@@ -244,7 +257,8 @@ def extract_features(images: Any, layers: Sequence[str] = FEATURE_LAYERS, *, poo
         layers: names from ``FEATURE_LAYERS`` (conv1..conv5, after ReLU).
         pool: None returns the maps; an int or (height, width) resizes each map bilinearly (antialiased)
             to that grid, the linear-probe protocol.
-        size: network input side(s); None uses the model's pretrained input size.
+        size: network input side(s), the same for every image so their features stack; None uses the model's
+            pretrained input size.
         model, device: as ``colorize``.
         batch_size: images per forward pass.
         amp: the network's precision: 'off' (fp32, the default: features are data for further maths),

@@ -32,7 +32,8 @@ from .ops.color import PIXELS_PER_PASS, lab_to_rgb_unchecked, rgb_to_lab_uncheck
 from .ops.tracing import in_traced_graph
 
 __all__ = ['COLORIZE', 'LIGHTNESS', 'CrossChannelTask', 'HalfPrediction', 'SIZE_RANGE', 'decode',
-           'full_resolution_lab', 'half_for', 'network_input', 'network_size', 'recombine', 'resize', 'sides']
+           'full_resolution_lab', 'half_for', 'network_input', 'network_size', 'photo_network_size', 'photo_size_rule',
+           'recombine', 'resize', 'sides']
 
 # The network's own floor (conv5 grid about 1x1 at 96 px) and a ceiling that keeps memory bounded.
 SIZE_RANGE = (96, 2048)
@@ -83,6 +84,38 @@ def network_size(model: nn.Module, size: Any) -> tuple[int, int]:
         cfg = getattr(model, 'pretrained_cfg', None) or {}
         return tuple(cfg.get('input_size', (3, 227, 227))[-2:])
     return sides(size, 'size', *SIZE_RANGE)
+
+
+def photo_size_rule(model: nn.Module, size: Any) -> int | tuple[int, int]:
+    """What ``size`` asks of each photo: None, the model's pretrained input side as the short side; an int,
+    that short side (both aspect-keeping, as torchvision's ``Resize(int)``); (height, width), exactly that.
+
+    Raises:
+        InputError: an int or side outside ``SIZE_RANGE``, or anything else.
+    """
+    if size is None:
+        cfg = getattr(model, 'pretrained_cfg', None) or {}
+        return int(cfg.get('input_size', (3, 227, 227))[-1])
+    if isinstance(size, int) and not isinstance(size, bool):
+        return sides(size, 'size', *SIZE_RANGE)[0]
+    return sides(size, 'size', *SIZE_RANGE)
+
+
+def photo_network_size(height: Any, width: Any, rule: int | tuple[int, int]) -> tuple[Any, Any]:
+    """The network size of one photo under ``rule`` (see ``photo_size_rule``).
+
+    An int keeps the aspect ratio: the short side becomes ``rule`` and the long side follows, rounded half up (the
+    conv5 grid of a 3:2 photo at 227 is 13x20 cells, not 13x13). Integer maths only, so the sides may be the
+    symbolic sizes of a traced graph (``deploy.export``'s ``Prepare``) and give the same numbers there.
+
+    Example:
+        >>> photo_network_size(512, 768, 227)
+        (227, 341)
+    """
+    if not isinstance(rule, int):
+        return rule
+    short = torch.sym_min(height, width)
+    return (height * rule + short // 2) // short, (width * rule + short // 2) // short
 
 
 def resize(x: torch.Tensor, size: Sequence[int]) -> torch.Tensor:

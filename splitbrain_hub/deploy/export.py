@@ -11,8 +11,8 @@ The model's graphs (``GRAPHS``), each exported with a dynamic batch, height and 
 Around ``colorize``, the rest of ``splitbrain_hub.colorize`` is in the graph too (``PHOTO_GRAPHS``, no weights),
 so a user needs neither torch nor colour maths of their own:
 
-- ``prepare``: a photo's RGB at any size -> the network input: the photo's full-resolution L resized to the
-  network size (antialiased bilinear, as ``colorize`` does), as grey RGB of that L;
+- ``prepare``: a photo's RGB at any size -> the network input: the photo's full-resolution L resized so its
+  short side is the network size, aspect kept (antialiased bilinear, as ``colorize`` does), as grey RGB of that L;
 - ``recombine``: the photo's RGB and the ``colorize`` ab -> the colorized RGB at the photo's size: the photo's
   own L with ab upsampled by the guided filter (``colorize``'s default ``upsample``).
 
@@ -38,7 +38,17 @@ from ..models.splitbrain_alexnet import SplitBrainAlexNet
 from ..ops.bins import DEFAULT_TEMPERATURE
 from ..ops.color import lab_to_rgb_unchecked, rgb_to_lightness_unchecked
 from ..ops.upsample import UPSAMPLERS
-from ..prediction import COLORIZE, LIGHTNESS, SIZE_RANGE, HalfPrediction, network_size, recombine, resize
+from ..prediction import (
+    COLORIZE,
+    LIGHTNESS,
+    SIZE_RANGE,
+    HalfPrediction,
+    network_size,
+    photo_network_size,
+    photo_size_rule,
+    recombine,
+    resize,
+)
 
 __all__ = ['DEFAULT_OPSET', 'GRAPHS', 'OPSET_RANGE', 'PHOTO_GRAPHS', 'export_onnx', 'export_programs', 'export_web',
            'to_fp16']
@@ -79,13 +89,14 @@ class Prepare(nn.Module):
     then sees the same L as in ``splitbrain_hub.colorize``.
     """
 
-    def __init__(self, size: tuple[int, int]) -> None:
+    def __init__(self, size_rule: int | tuple[int, int]) -> None:
         super().__init__()
-        self.size = size
+        self.size_rule = size_rule  # as colorize's: a short side (aspect kept) or (height, width)
 
     def forward(self, rgb: torch.Tensor) -> torch.Tensor:
-        """rgb (N, 3, H, W) in [0, 1] -> grey RGB (N, 3, *size) in [0, 1]."""
-        lightness = resize(rgb_to_lightness_unchecked(rgb), self.size)
+        """rgb (N, 3, H, W) in [0, 1] -> grey RGB (N, 3, h, w) in [0, 1], (h, w) = ``photo_network_size``."""
+        size = photo_network_size(rgb.shape[-2], rgb.shape[-1], self.size_rule)
+        lightness = resize(rgb_to_lightness_unchecked(rgb), size)
         return lab_to_rgb_unchecked(torch.cat([lightness, torch.zeros_like(lightness).expand(-1, 2, -1, -1)], dim=1))
 
 
@@ -142,7 +153,7 @@ def _photo_graphs(model: SplitBrainAlexNet) -> dict[str, Graph]:
     grid_dims = {0: photo_dims[0], 2: Dim('grid_height', min=1, max=SIZE_RANGE[1]),
                  3: Dim('grid_width', min=1, max=SIZE_RANGE[1])}
     return {
-        'prepare': Graph(Prepare(size), (photo,), ('photo',), ('rgb',), (photo_dims,)),
+        'prepare': Graph(Prepare(photo_size_rule(model, None)), (photo,), ('photo',), ('rgb',), (photo_dims,)),
         'recombine': Graph(Recombine(), (photo, ab), ('photo', 'ab'), ('rgb',), (photo_dims, grid_dims)),
     }
 
