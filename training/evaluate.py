@@ -513,7 +513,7 @@ def full_resolution_markdown(results: Sequence[dict]) -> str:
         '',
         f"{first['images']} colour photos ({first['greyscale_images_excluded']} greyscale left out), "
         f"{', '.join(first['resolution'])} (width x height), each measured at its own resolution through "
-        f"`splitbrain_hub.colorize`: the network sees L at {first['input_size']}×{first['input_size']} "
+        f"`splitbrain_hub.colorize`: the network sees L with its short side at {first['input_size']} px, aspect kept "
         f"({first['network_precision']}), its ab grid is upsampled to the photo (bilinear, or the guided filter "
         'with the full-resolution L as guide: radius in ab-grid cells, eps in (L/100)²) and joined to the '
         "photo's own L; the result is 8-bit RGB, and its ab are read back from it. Baselines: the photo's L with "
