@@ -25,7 +25,8 @@ ROOTS = ('splitbrain_hub', 'training', 'hubconf.py')
 # ARCHITECTURE.md's layers, lowest first: a module may import its own layer and the ones before it.
 # Old module names (before the subpackages) are listed where they belonged, so the script reads any commit.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ('splitbrain_hub.errors', 'splitbrain_hub.files', 'splitbrain_hub.version', 'splitbrain_hub.deprecation'),
+    ('splitbrain_hub.errors', 'splitbrain_hub.files', 'splitbrain_hub.exits', 'splitbrain_hub.version',
+     'splitbrain_hub.deprecation'),
     ('splitbrain_hub.ops',),
     ('splitbrain_hub.images',),
     ('splitbrain_hub.hub',),

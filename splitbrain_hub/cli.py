@@ -7,7 +7,9 @@ The image commands (colorize, lightness, features) share one resumable batch run
 ``splitbrain_hub.batch``: inputs are files, folders (``--recursive`` for subfolders), glob patterns, list
 files (``--from-file``) and WebDataset tar shards (``--shards``); DataLoader workers decode the next batches
 while the network runs; outputs that exist are skipped; under ``torchrun`` the same command is one job over
-several processes. Exit status: 0 all done, 1 some inputs failed, 2 bad usage or no model.
+several processes. Every command ends through ``exits.run``: a failure is one line on stderr (the traceback
+with ``--debug``) and a documented exit status: 0 all done, 1 some inputs failed, 2 bad usage, input or
+weights, 3 a full disk, read-only or wrong output path, 4 a bug, 130 interrupted.
 """
 import argparse
 import sys
@@ -17,11 +19,9 @@ from pathlib import Path
 
 import torch
 
+from . import exits
 from .batch import jobs, loader
 from .batch.runner import (
-    EXIT_FAILED_INPUTS,
-    EXIT_OK,
-    EXIT_USAGE,
     ShardRows,
     rank_and_device,
     run_batches,
@@ -30,6 +30,7 @@ from .batch.runner import (
     save_safetensors,
 )
 from .errors import InputError, SplitBrainError
+from .exits import EXIT_FAILED_INPUTS, EXIT_OK, EXIT_USAGE
 from .hub import sha256_of, weights_file
 from .images import DEFAULT_MAX_PIXELS
 from .inference import FEATURE_LAYERS, colorize, extract_features, load_model, predict_lightness
@@ -259,22 +260,21 @@ COMMANDS: dict[str, Command] = {
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog='splitbrain-hub', description=DESCRIPTION, epilog=EPILOG)
     parser.add_argument('--version', action='version', version=f'%(prog)s {__version__}')
+    every_command = argparse.ArgumentParser(add_help=False)
+    every_command.add_argument('--debug', action='store_true',
+                               help=f'on failure, print the traceback too (for a bug report; or set {exits.DEBUG_ENV}=1)')
     subparsers = parser.add_subparsers(dest='command', required=True, metavar='COMMAND')
     for name, command in COMMANDS.items():
-        command.add_arguments(subparsers.add_parser(name, help=command.help, description=command.help))
+        command.add_arguments(subparsers.add_parser(name, help=command.help, description=command.help,
+                                                    parents=[every_command]))
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; its failure is one line on stderr and an exit status (see ``splitbrain_hub.exits``)."""
     args = build_parser().parse_args(argv)
-    try:
-        return COMMANDS[args.command].run(args)
-    except SplitBrainError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return EXIT_USAGE
-    except KeyboardInterrupt:
-        print('interrupted; rerun the same command to finish (done outputs are skipped)', file=sys.stderr)
-        return 130
+    return exits.run(lambda: COMMANDS[args.command].run(args), debug=args.debug,
+                     interrupted='interrupted; rerun the same command to finish (done outputs are skipped)')
 
 
 if __name__ == '__main__':

@@ -33,5 +33,14 @@ class WeightsError(SplitBrainError):
     """Pretrained weights are missing, unreadable, or do not match the model they are loaded into."""
 
 
+class StorageError(SplitBrainError, OSError):
+    """A file or folder could not be written: a full disk, a read-only file system, no permission, a file
+    where a folder is expected. ``errno`` says which (an ``OSError``, so ``except OSError`` still catches it)."""
+
+    def __init__(self, message: str, errno: int | None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
 class ConversionError(SplitBrainError):
     """A foreign checkpoint (e.g. a Caffe ``.caffemodel``) cannot be converted faithfully."""

@@ -39,7 +39,7 @@ def test_files_are_cut_into_the_batches_one_process_runs_and_shards_follow_whole
     assert missing == [(str(tmp_path / 'none*.jpg'), f'{tmp_path / "none*.jpg"}: no such file, folder or matching file')]
 
 
-def test_a_rank_skips_its_done_images_and_removes_only_its_own_temporaries(tmp_path):
+def test_a_rank_reruns_half_done_batches_whole_and_removes_only_its_own_temporaries(tmp_path):
     folder = _files(tmp_path / 'in', [f'{i}.jpg' for i in range(6)])
     out = tmp_path / 'out'
     layout = Layout(out, ('.png',))
@@ -50,8 +50,13 @@ def test_a_rank_skips_its_done_images_and_removes_only_its_own_temporaries(tmp_p
     stale_mine.write_bytes(b'half')
     in_flight_other.write_bytes(b'rank 1 is writing this')
     batches, skipped, failures = batches_to_run(parts[0::2], layout, batch_size=2, overwrite=False)
-    assert [[job.source.name for job in batch.jobs] for batch in batches] == [['1.jpg'], ['4.jpg', '5.jpg']]
+    # 0.jpg runs again beside 1.jpg, as in the run that wrote it: a rerun's outputs are that run's bytes.
+    assert [[job.source.name for job in batch.jobs] for batch in batches] == [['0.jpg', '1.jpg'], ['4.jpg', '5.jpg']]
+    assert [sorted(job.source.name for job in batch.done) for batch in batches] == [['0.jpg'], []]
     assert (skipped, failures) == (1, [])
+    (out / '1.png').write_bytes(b'done')
+    batches, skipped, _ = batches_to_run(parts[0::2], layout, batch_size=2, overwrite=False)
+    assert ([[job.source.name for job in batch.jobs] for batch in batches], skipped) == ([['4.jpg', '5.jpg']], 2)
     assert not stale_mine.exists() and in_flight_other.exists()
     batches, skipped, _ = batches_to_run(parts[0::2], layout, batch_size=2, overwrite=True)
     assert (len(batches[0].jobs), skipped) == (2, 0)

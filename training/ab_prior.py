@@ -17,6 +17,7 @@ import timm
 import torch
 
 import splitbrain_hub  # noqa: F401  (registers the models in timm)
+from splitbrain_hub import exits
 from splitbrain_hub.errors import InputError
 from splitbrain_hub.files import atomic_write
 from splitbrain_hub.hub import DEFAULT_ARCHITECTURE
@@ -72,4 +73,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(exits.run(main))

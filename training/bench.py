@@ -21,6 +21,7 @@ from collections.abc import Callable
 
 import torch
 
+from splitbrain_hub import exits
 from splitbrain_hub.ops.bins import ab_bin_count
 from splitbrain_hub.ops.precision import autocast_dtype, precision_name
 from training.ab_prior import load_ab_prior
@@ -107,4 +108,4 @@ def main(argv=None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(exits.run(main))

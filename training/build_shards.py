@@ -41,6 +41,7 @@ import PIL
 import torch
 from PIL import Image
 
+from splitbrain_hub import exits
 from splitbrain_hub.batch.shards import MAX_MEMBER_BYTES
 from splitbrain_hub.errors import InputError
 from splitbrain_hub.files import atomic_write
@@ -313,4 +314,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(exits.run(main))

@@ -39,12 +39,13 @@ import timm
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from safetensors.torch import load_file, save, save_file
+from safetensors.torch import load_file, save
 from tqdm import tqdm
 
 import splitbrain_hub  # noqa: F401  (registers the models in timm)
+from splitbrain_hub import exits
 from splitbrain_hub.errors import InputError
-from splitbrain_hub.files import atomic_write
+from splitbrain_hub.files import atomic_write, atomic_write_bytes
 from splitbrain_hub.hub import WEIGHTS_NAME, load_pretrained, sha256_of, weights_file
 from splitbrain_hub.images import IMAGE_SUFFIXES, greyscale_mask
 from splitbrain_hub.inference import FEATURE_LAYERS, colorize
@@ -193,7 +194,7 @@ def cached_features(loaded: LoadedModel, root: Path, split: str, per_class: int 
     folder.mkdir(parents=True, exist_ok=True)
     for layer, path in paths.items():
         tensors = {'features': features[layer], 'labels': labels}
-        atomic_write(path, lambda tmp, tensors=tensors: save_file(tensors, tmp))
+        atomic_write_bytes(path, save(tensors))  # bytes first: safetensors words a full disk its own way
     return features, labels
 
 
@@ -638,9 +639,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_json(results, args.out)
         if args.command == 'colorization':
             markdown = full_resolution_markdown if folder else colorization_markdown
-            args.out.with_suffix('.md').write_text(markdown(results))
+            atomic_write_bytes(args.out.with_suffix('.md'), markdown(results).encode())
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(exits.run(main))

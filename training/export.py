@@ -15,7 +15,9 @@ from typing import Any
 
 import torch
 
+from splitbrain_hub import exits
 from splitbrain_hub.errors import InputError
+from splitbrain_hub.files import atomic_write_bytes
 from splitbrain_hub.hub import WEIGHTS_NAME, save_pretrained, sha256_of
 from training.config import build_model, parse_args
 from training.objectives import get_objective
@@ -37,7 +39,7 @@ def export(out_dir: Path, export_dir: Path) -> Path:
                     epochs=state['images_seen'] / state['dataset_size'], train_seconds=state['train_seconds'],
                     final_losses=last.get('losses'), final_loss=last.get('loss'))
     weights = save_pretrained(model, export_dir, dtype=torch.float16, extra_config={'training': training})
-    (export_dir / 'README.md').write_text(model_card(training, weights))
+    atomic_write_bytes(export_dir / 'README.md', model_card(training, weights).encode())
     return weights
 
 
@@ -108,4 +110,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(exits.run(main))

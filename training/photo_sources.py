@@ -16,7 +16,9 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from splitbrain_hub import exits
 from splitbrain_hub.errors import InputError
+from splitbrain_hub.files import atomic_write_bytes
 from training.build_shards import BuildConfig, build, summary_markdown
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,10 +77,10 @@ def main(argv: list[str]) -> int:
     provenance = {s.name: {'repository': s.repository, 'commit': s.commit, 'folders': list(s.folders)}
                   for s in SOURCES}
     manifest = build(sources, SHARDS, CONFIG, MANIFEST, provenance)
-    MANIFEST.with_suffix('.md').write_text(f'# The photo shards\n\n{summary_markdown(manifest)}')
+    atomic_write_bytes(MANIFEST.with_suffix('.md'), f'# The photo shards\n\n{summary_markdown(manifest)}'.encode())
     print({'totals': manifest['totals'], 'shards': len(manifest['shards'])})
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(exits.run(lambda: main(sys.argv[1:])))

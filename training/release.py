@@ -19,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from splitbrain_hub import exits
 from splitbrain_hub.errors import WeightsError
 from splitbrain_hub.hub import CONFIG_NAME, sha256_of, shipped_weights_path
 from training.config import RUNS_DIR
@@ -102,4 +103,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    sys.exit(exits.run(lambda: main(sys.argv[1:])))

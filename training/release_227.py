@@ -25,6 +25,7 @@ import sys
 import tarfile
 from pathlib import Path
 
+from splitbrain_hub import exits
 from splitbrain_hub.hub import shipped_weights_path
 from training.config import DATASETS, RUNS_DIR
 from training.photo_sources import DATA, SHARDS
@@ -135,4 +136,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == '__main__':
-    main(sys.argv[1:])
+    sys.exit(exits.run(lambda: main(sys.argv[1:])))

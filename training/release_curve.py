@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from splitbrain_hub import exits
+from splitbrain_hub.files import atomic_write_bytes
 from splitbrain_hub.hub import CONFIG_NAME, sha256_of, shipped_weights_path
 from splitbrain_hub.inference import DEFAULT_TEMPERATURE
 from training.evaluate import (
@@ -134,7 +136,7 @@ def evaluate() -> list[dict]:
             curve.append(measure(step, weights))
             curve.sort(key=lambda p: p['step'])
             write_json(curve, RESULTS)  # after every point: a stop loses at most the one being measured
-    RESULTS.with_suffix('.md').write_text(markdown(curve))
+    atomic_write_bytes(RESULTS.with_suffix('.md'), markdown(curve).encode())
     plot(curve, FIGURE)
     for p in curve:
         print(p['images_seen'], {k: round(v, 4) for k, v in goal_gaps(p).items()})
@@ -145,4 +147,4 @@ if __name__ == '__main__':
     commands = {'snapshot': snapshot, 'evaluate': evaluate}
     if sys.argv[1:] not in [[name] for name in commands]:
         raise SystemExit(f'usage: python -m training.release_curve {{{"|".join(commands)}}}, got {sys.argv[1:]}')
-    commands[sys.argv[1]]()
+    sys.exit(exits.run(commands[sys.argv[1]]))

@@ -26,6 +26,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from splitbrain_hub import exits
+from splitbrain_hub.files import atomic_write_bytes
 from splitbrain_hub.hub import CONFIG_NAME, weights_file
 from splitbrain_hub.ops.precision import AMP_SETTINGS
 from training.config import RUNS_DIR
@@ -254,17 +256,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                          missing=missing, seconds=timings, train_count=records[0]['train_count'],
                          val_count=records[0]['val_count'])
             write_json(table, args.out)  # after every model: a killed run keeps what it measured
-            args.out.with_suffix('.md').write_text(markdown(table))
+            atomic_write_bytes(args.out.with_suffix('.md'), markdown(table).encode())
     if not results:
         print('nothing probed', file=sys.stderr)
         return 1
     table = dict(protocol=protocol(args), results=results, missing=missing,
                  seconds=timings, train_count=results[0]['train_count'], val_count=results[0]['val_count'])
     write_json(table, args.out)
-    args.out.with_suffix('.md').write_text(markdown(table))
+    atomic_write_bytes(args.out.with_suffix('.md'), markdown(table).encode())
     print(markdown(table))
     return 0
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    sys.exit(exits.run(main))

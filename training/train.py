@@ -21,12 +21,14 @@ Launch (from the repository root):
 Every ``Config`` field is a ``--key=value`` flag; unknown keys are an error. Optimizer: Adam (betas 0.9,
 0.99, as Zhang et al. train colorization nets: no BatchNorm in this AlexNet, and SGD needs a long
 warm-up to move a plain AlexNet at all), linear warm-up then cosine decay to ``min_lr_ratio * lr``.
-A checkpoint (``out_dir/ckpt.pt``, written atomically) holds model, optimizer, scheduler, config, step,
-RNG states and the data position (batches consumed), so ``--resume`` continues bit for bit on CPU.
+A checkpoint (``out_dir/ckpt.pt``, written atomically: a full disk keeps the previous one) holds model,
+optimizer, scheduler, config, step, RNG states and the data position (batches consumed), so ``--resume``
+continues bit for bit on CPU. ``metrics.jsonl`` gains whole lines only, a full disk or not.
 Under torchrun every rank reads its own batches (see training/data.py); rank 0 logs its own losses and
 writes the checkpoints. The CUDA path: bf16 autocast, channels_last, cudnn.benchmark, pinned memory.
 """
 import dataclasses
+import io
 import json
 import math
 import sys
@@ -39,9 +41,10 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
+from splitbrain_hub import exits
 from splitbrain_hub.batch.distributed import Rank, from_environment, local_device, process_group
 from splitbrain_hub.errors import InputError
-from splitbrain_hub.files import atomic_write
+from splitbrain_hub.files import append_line, atomic_write_bytes, make_folder
 from splitbrain_hub.hub import load_safetensors, save_pretrained, weights_file
 from splitbrain_hub.ops.precision import autocast, autocast_dtype, precision_name
 from training.ab_prior import estimate_ab_prior, load_ab_prior, save_ab_prior
@@ -56,7 +59,11 @@ METRICS = 'metrics.jsonl'
 # --- checkpoints and metrics -----------------------------------------------------------------
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    atomic_write(path, lambda tmp: torch.save(state, tmp))  # a kill leaves the old checkpoint or the new one
+    """A kill or a full disk leaves the old checkpoint or the new one, never half of one."""
+    buffer = io.BytesIO()
+    # In memory first: torch.save words a full disk as an opaque 'unexpected pos'; the bytes' own write says it.
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getbuffer())
 
 
 def load_checkpoint(path: Path) -> dict[str, Any]:
@@ -69,7 +76,10 @@ def read_metrics(out_dir: Path, upto_step: int | None = None) -> list[dict[str, 
     path = out_dir / METRICS
     if not path.is_file():
         return []
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    # Every line ends in a newline (append_line); a last one without is half of a line, e.g. written by an
+    # older version onto a full disk.
+    lines = path.read_text().split('\n')[:-1]
+    rows = [json.loads(line) for line in lines if line.strip()]
     return [r for r in rows if upto_step is None or r['step'] <= upto_step]
 
 
@@ -180,7 +190,7 @@ def load_init_weights(model: torch.nn.Module, path: str) -> None:
 def drop_metrics_after(out_dir: Path, step: int) -> None:
     """Metrics written after the checkpoint by a killed run are replayed on resume: drop them."""
     rows = read_metrics(out_dir, step)
-    (out_dir / METRICS).write_text(''.join(json.dumps(r) + '\n' for r in rows))
+    atomic_write_bytes(out_dir / METRICS, ''.join(json.dumps(r) + '\n' for r in rows).encode())
 
 
 def wrap_for_training(objective: torch.nn.Module, config: Config, device: torch.device) -> torch.nn.Module:
@@ -240,7 +250,7 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
         amp_dtype = autocast_dtype(config.amp, device)
         precision = precision_name(amp_dtype)
         out_dir = Path(config.out_dir)
-        out_dir.mkdir(parents=True, exist_ok=True)
+        make_folder(out_dir)
         master = rank == 0
 
         state = load_checkpoint(out_dir / CHECKPOINT) if resume else None
@@ -288,8 +298,7 @@ def train(config: Config, resume: bool = False) -> dict[str, Any]:
             if progress.step % config.log_every == 0 or last:
                 row = window.row(progress, config.batch_size * world_size, scheduler.get_last_lr()[0], precision)
                 if master:
-                    with open(out_dir / METRICS, 'a') as f:
-                        f.write(json.dumps(row) + '\n')
+                    append_line(out_dir / METRICS, json.dumps(row))
                     bar.set_postfix(loss=f'{row["loss"]:.3f}', img_s=f'{row["img_per_s"]:.1f}')
                 window = LossWindow()
             if (progress.step % config.checkpoint_every == 0 or last) and master:
@@ -319,4 +328,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == '__main__':
-    main()
+    sys.exit(exits.run(main))

@@ -16,8 +16,11 @@ each with the command's suffix(es) in place of the image's.
 ``batch_size`` consecutive jobs, exactly the batches a single process runs, so each image goes through
 the network in the same batch however many ranks there are (results can depend on the batch in the
 last bit); a shard whole, listed by the rank that takes it. ``batches_to_run`` then turns one rank's parts
-into the batches still to do: an image whose outputs all exist is skipped, and temporary files a killed
-run left next to this rank's outputs are removed (never another rank's: it may be writing them now).
+into the batches still to do: a batch whose outputs all exist is skipped, and temporary files a killed
+run left next to this rank's outputs are removed (never another rank's: it may be writing them now). A
+batch a stopped run left half done runs whole again, its done images included (written again, the same
+bytes), so each image still goes through the network in the batch of an undisturbed run: a rerun's outputs
+are byte for byte those of a run never stopped.
 """
 import glob
 import os
@@ -58,10 +61,12 @@ class Part:
 @dataclass(frozen=True)
 class Batch:
     """The jobs of one forward pass. With one output file per shard, ``shard_output`` is that file and
-    ``last`` marks the batch after which all of the shard's rows are there."""
+    ``last`` marks the batch after which all of the shard's rows are there. ``done``: the jobs among ``jobs``
+    whose outputs a stopped run already wrote (run again only to keep the batch as it was)."""
     jobs: tuple[Job, ...]
     shard_output: Path | None = None
     last: bool = False
+    done: frozenset[Job] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -219,12 +224,12 @@ def batches_to_run(parts: Sequence[Part], layout: Layout, batch_size: int,
     existing = _clean_and_check(o for batch in work for job in batch.jobs for o in job.outputs)
     left = []
     for batch in work:
-        # A batch keeps its place and composition; only its done images drop out.
-        pending = tuple(job for job in batch.jobs
-                        if overwrite or not job.outputs or not all(o in existing for o in job.outputs))
-        skipped += len(batch.jobs) - len(pending)
-        if pending or batch.last:
-            left.append(Batch(pending, batch.shard_output, batch.last))
+        # A batch keeps its place and composition (see the module docstring).
+        done = frozenset(job for job in batch.jobs
+                         if not overwrite and job.outputs and all(o in existing for o in job.outputs))
+        skipped += len(done)
+        if len(done) < len(batch.jobs) or batch.last:
+            left.append(Batch(batch.jobs if len(done) < len(batch.jobs) else (), batch.shard_output, batch.last, done))
     return left, skipped, failures
 
 

@@ -11,10 +11,11 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from ..errors import WeightsError
-from ..files import atomic_write
+from ..files import atomic_write, atomic_write_bytes, make_folder
+from .integrity import check_finite, check_safetensors_file
 from .sources import CONFIG_NAME, DEFAULT_ARCHITECTURE, WEIGHTS_NAME, resolve_pretrained_cfg_file
 
 __all__ = ['load_pretrained', 'load_safetensors', 'save_pretrained', 'sha256_of', 'weights_file']
@@ -29,17 +30,20 @@ def sha256_of(path: str | Path) -> str:
 
 
 def load_safetensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a state dict from a ``.safetensors`` file on the CPU; anything else is refused."""
+    """Read a state dict from a ``.safetensors`` file on the CPU; anything else, truncated or not finite is refused."""
     path = Path(path)
     if path.suffix != '.safetensors':
         raise WeightsError(f'{path}: expected a .safetensors file (pickled checkpoints are never loaded), '
                            f'got suffix {path.suffix!r}')
     if not path.is_file():
         raise WeightsError(f'{path}: expected a weights file, but it does not exist')
+    check_safetensors_file(path)
     try:
-        return load_file(str(path), device='cpu')
+        state_dict = load_file(str(path), device='cpu')
     except (SafetensorError, OSError, ValueError) as e:
         raise WeightsError(f'{path}: not a readable safetensors file ({e})') from e
+    check_finite(state_dict, path)
+    return state_dict
 
 
 def save_pretrained(model: torch.nn.Module, directory: str | Path, dtype: torch.dtype | None = None,
@@ -55,7 +59,7 @@ def save_pretrained(model: torch.nn.Module, directory: str | Path, dtype: torch.
         The path of ``model.safetensors``.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    make_folder(directory)
     state_dict = {
         k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).detach().cpu().contiguous()
         for k, v in model.state_dict().items()
@@ -73,7 +77,8 @@ def save_pretrained(model: torch.nn.Module, directory: str | Path, dtype: torch.
         **(extra_config or {}),
     }
     weights_path = directory / WEIGHTS_NAME
-    atomic_write(weights_path, lambda tmp: save_file(state_dict, tmp, metadata={'format': 'pt'}))
+    # In memory first: safetensors words a full disk its own way, atomic_write_bytes keeps the system's error.
+    atomic_write_bytes(weights_path, save(state_dict, metadata={'format': 'pt'}))
     atomic_write(directory / CONFIG_NAME, lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2) + '\n'))
     return weights_path
 

@@ -531,9 +531,17 @@ def checkpoint_filter_fn(state_dict: dict[str, torch.Tensor], model: SplitBrainA
         for k in out if k in expected and k not in classifier and out[k].shape != expected[k].shape)
     if missing or unexpected or wrong_shape:
         raise WeightsError(
-            'checkpoint does not fit SplitBrainAlexNet'
-            f'({model.config()}): missing {missing}, unexpected {unexpected}, wrong shape {wrong_shape}')
+            f'expected the tensors of a SplitBrainAlexNet with halves {model.config()["halves"]}, got a checkpoint '
+            f'with {_some(missing)} missing, {_some(unexpected)} unexpected, {_some(wrong_shape)} of another shape')
     return out
+
+
+def _some(names: list[str], shown: int = 3) -> str:
+    """A count and the first few names: the whole list of another architecture's keys would fill a screen."""
+    if not names:
+        return '0'
+    more = f', and {len(names) - shown} more' if len(names) > shown else ''
+    return f'{len(names)} ({", ".join(names[:shown])}{more})'
 
 
 def _create_splitbrain_alexnet(variant: str, pretrained: bool = False, **kwargs: Any) -> SplitBrainAlexNet:

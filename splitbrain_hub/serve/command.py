@@ -11,6 +11,7 @@ import inspect
 import os
 
 from ..errors import SplitBrainError
+from ..inference import load_model
 from .config import ServeConfig
 
 __all__ = ['add_arguments', 'run']
@@ -56,6 +57,9 @@ def run(args: argparse.Namespace) -> int:
     if config.weights is not None and not os.path.exists(config.weights):
         raise SplitBrainError(f'--weights {config.weights}: expected a save_pretrained folder or .safetensors file, '
                               'but it does not exist')
+    # Refuse to start rather than serve garbage: a truncated, foreign or non-finite weights file is a
+    # WeightsError here, before any worker starts (each worker then loads the file again, on its device).
+    load_model(config.weights, 'cpu')
     _serve(config, uvicorn)
     return 0
 
@@ -65,7 +69,11 @@ def _serve(config: ServeConfig, uvicorn) -> None:
 
     The factory and its settings are handed to uvicorn as one picklable object: each worker process
     receives them as it starts, nothing travels through the environment. ``uvicorn.run`` accepts only an
-    import string for several workers, so its own supervisor (``Multiprocess``) is started here.
+    import string for several workers, so its own supervisor (``Multiprocess``) is started here: it restarts
+    a worker that dies (the others keep serving; the new one's ``/readyz`` is 503 until its model is loaded).
+
+    Each worker reads the weights once, as it starts: a weights file replaced on disk while serving changes
+    nothing until a restart (of the service, or of a worker the supervisor restarts, which reads the new file).
     """
     from uvicorn.supervisors import Multiprocess
 
